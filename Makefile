@@ -1,0 +1,33 @@
+# Two commands for a fresh machine with Python 3.11+ and make: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+# Lands the example raw data (first time only), runs the nightly flow, lands new
+# orders and runs again so the freshness gate rebuilds only what is downstream.
+demo: install
+	$(PY) dbt_project/landing/land.py --init-if-empty
+	$(PY) -m flows.production --environment local
+	$(PY) dbt_project/landing/land.py --source orders --rows 25
+	$(PY) -m flows.production --environment local
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/overhead.py --nodes 200
+	$(PY) bench/freshness_gate.py --nodes 200
+
+clean:
+	rm -rf .lakehouse dbt_project/target dbt_project/logs

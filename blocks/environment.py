@@ -1,0 +1,136 @@
+"""The environment block: one saved document per environment (dev, staging, prod).
+
+Flows take an environment *name*; credentials never travel as parameters.
+The built-in `local` environment (DuckDB under `$LAKEHOUSE_HOME`) needs no registration.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, Optional
+
+from prefect.blocks.core import Block
+from prefect.filesystems import RemoteFileSystem
+from prefect_databricks import DatabricksCredentials
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from blocks.local import local_paths
+
+LOCAL = "local"
+EnvironmentName = Literal["local", "dev", "staging", "prod"]  # the dropdown operators pick from
+IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class EnvironmentConfigError(ValueError):
+    """Bad environment input: raised before any dbt work starts."""
+
+
+class UnknownEnvironment(EnvironmentConfigError):
+    pass
+
+
+class UnsafeIdentifier(EnvironmentConfigError):
+    pass
+
+
+def safe_identifier(value: str, what: str = "identifier") -> str:
+    """Schema and catalog names end up inside SQL; only [A-Za-z0-9_] is allowed."""
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise UnsafeIdentifier(
+            f"unsafe {what} {value!r}: use only letters, digits and underscores (and not empty)"
+        )
+    return value
+
+
+class BlueGreenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Build into a versioned schema and flip live views only after tests and audit pass.")
+    keep_versions: int = Field(3, ge=2, description="How many versions prune_versions keeps (the live one and the one before it are always kept).")
+    max_shrink: float = Field(0.5, ge=0, le=1, description="Refuse the flip when a published relation loses more than this fraction of its rows.")
+
+
+class DbtEnvironment(Block):
+    """Where and how dbt runs for one environment: adapter, target, credentials, state and publish settings."""
+
+    _block_type_name = "dbt Lakehouse Environment"
+    _block_type_slug = "dbt-lakehouse-environment"
+    _description = "A dbt target for the lakehouse flows: DuckDB locally, Databricks in dev/staging/prod."
+
+    adapter: Literal["duckdb", "databricks"] = Field(description="dbt adapter this environment runs on.")
+    schema_name: str = Field(description="Target schema. Live views live here; blue-green versions are <schema>__<version>.")
+    catalog: Optional[str] = Field(None, description="Unity Catalog name (Databricks only).")
+    threads: int = Field(4, ge=1, le=64, description="dbt threads.")
+    duckdb_path: Optional[str] = Field(None, description="DuckDB file (duckdb only). Default: $LAKEHOUSE_HOME/warehouse.duckdb.")
+    databricks_credentials: Optional[DatabricksCredentials] = Field(
+        None, description="prefect-databricks credentials block: a PAT token or an OAuth M2M service principal."
+    )
+    http_path: Optional[str] = Field(None, description="HTTP path of the Databricks SQL warehouse, e.g. /sql/1.0/warehouses/abc123.")
+    state_store: Optional[RemoteFileSystem] = Field(
+        None,
+        description="Where manifests, sources.json, run results and docs are kept: any fsspec URL "
+        "(s3://…, a Databricks volume, file://…). Default: a LocalFileSystem under $LAKEHOUSE_HOME/state.",
+    )
+    slack_webhook_block: Optional[str] = Field(None, description="Name of a prefect-slack SlackWebhook block for alerts.")
+    blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings, description="Blue-green publish settings.")
+    step_timeout_seconds: int = Field(3600, ge=1, description="Timeout of each dbt step of a run.")
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema_is_safe(cls, value: str) -> str:
+        return safe_identifier(value, "schema")
+
+    @field_validator("catalog")
+    @classmethod
+    def _catalog_is_safe(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else safe_identifier(value, "catalog")
+
+    @property
+    def name(self) -> str:
+        """The block document name; the built-in environment is `local`."""
+        return self._block_document_name or LOCAL
+
+    def warehouse_path(self) -> Path:
+        return Path(self.duckdb_path) if self.duckdb_path else local_paths().warehouse
+
+    def require_databricks(self) -> tuple[DatabricksCredentials, str]:
+        if self.databricks_credentials is None:
+            raise EnvironmentConfigError(f"environment {self.name!r} is on Databricks but has no credentials block")
+        if not self.http_path:
+            raise EnvironmentConfigError(f"environment {self.name!r} is on Databricks but has no SQL warehouse http_path")
+        return self.databricks_credentials, self.http_path
+
+
+def builtin_local() -> DbtEnvironment:
+    environment = DbtEnvironment(
+        adapter="duckdb",
+        schema_name="main",
+        threads=4,
+        blue_green=BlueGreenSettings(enabled=True),
+        step_timeout_seconds=1800,
+    )
+    environment._block_document_name = LOCAL
+    return environment
+
+
+def known_environments() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        documents = client.read_block_documents_by_type(DbtEnvironment.get_block_type_slug())
+    return sorted({LOCAL, *(d.name for d in documents)})
+
+
+def load_environment(name: str) -> DbtEnvironment:
+    """The environment named `name`, or a clear error listing the known ones."""
+    if name == LOCAL:
+        return builtin_local()
+    try:
+        return DbtEnvironment.load(name)
+    except ValueError as error:
+        if "Unable to find block document" in str(error):
+            raise UnknownEnvironment(
+                f"unknown environment {name!r}; known environments: {', '.join(known_environments())}"
+            ) from None
+        raise EnvironmentConfigError(f"environment {name!r} could not be loaded: {error}") from None

@@ -1,0 +1,102 @@
+"""Render a dbt `profiles.yml` for one environment, without ever writing a secret to disk.
+
+The file holds `env_var()` references; secret values go only into the process
+environment that dbt reads, under `DBT_ENV_SECRET_*` names, which dbt also scrubs
+from its own logs. The file lives in a private temp dir and is removed on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import yaml
+
+from blocks.environment import DbtEnvironment, safe_identifier
+
+TOKEN_VAR = "DBT_ENV_SECRET_DATABRICKS_TOKEN"
+CLIENT_SECRET_VAR = "DBT_ENV_SECRET_DATABRICKS_CLIENT_SECRET"
+
+
+@dataclass(frozen=True)
+class RenderedProfile:
+    profiles_dir: Path
+    profile_name: str
+    target: str
+    schema: str
+
+
+def profile_name_of(project_dir: Path) -> str:
+    with open(Path(project_dir) / "dbt_project.yml") as handle:
+        project = yaml.safe_load(handle) or {}
+    return project.get("profile") or project["name"]
+
+
+def _secret(value) -> Optional[str]:
+    return None if value is None else value.get_secret_value()
+
+
+def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[str, str]]:
+    """The profile target (with env_var references) and the secrets it needs in the environment."""
+    if environment.adapter == "duckdb":
+        path = environment.warehouse_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return {"type": "duckdb", "path": str(path), "schema": schema, "threads": environment.threads}, {}
+
+    credentials, http_path = environment.require_databricks()
+    target = {
+        "type": "databricks",
+        "host": credentials.databricks_instance,
+        "http_path": http_path,
+        "schema": schema,
+        "threads": environment.threads,
+    }
+    if environment.catalog:
+        target["catalog"] = environment.catalog
+    secrets: dict[str, str] = {}
+    if credentials.client_id and credentials.client_secret:
+        target.update(auth_type="oauth", client_id=credentials.client_id,
+                      client_secret="{{ env_var('%s') }}" % CLIENT_SECRET_VAR)
+        secrets[CLIENT_SECRET_VAR] = _secret(credentials.client_secret)
+    elif credentials.token:
+        target["token"] = "{{ env_var('%s') }}" % TOKEN_VAR
+        secrets[TOKEN_VAR] = _secret(credentials.token)
+    else:
+        raise ValueError(
+            f"environment {environment.name!r}: its Databricks credentials hold neither a token "
+            "nor an OAuth client_id/client_secret"
+        )
+    return target, secrets
+
+
+@contextmanager
+def rendered_profile(
+    environment: DbtEnvironment, project_dir: Path, schema: Optional[str] = None
+) -> Iterator[RenderedProfile]:
+    """A private profiles.yml for `environment`, deleted on exit (also on error).
+
+    `schema` overrides the environment's schema: blue-green versions and PR schemas use it.
+    """
+    schema = safe_identifier(schema or environment.schema_name, "schema")
+    name = profile_name_of(project_dir)
+    target, secrets = target_config(environment, schema)
+    profiles_dir = Path(tempfile.mkdtemp(prefix="lakehouse-profile-"))  # mode 0700
+    saved = {key: os.environ.get(key) for key in secrets}
+    try:
+        descriptor = os.open(profiles_dir / "profiles.yml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            yaml.safe_dump({name: {"target": environment.name, "outputs": {environment.name: target}}}, handle)
+        os.environ.update(secrets)
+        yield RenderedProfile(profiles_dir, name, environment.name, schema)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(profiles_dir, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""Split one run's nodes into ordered stages: seeds, source snapshots, then the layers.
+
+Works on any stock project from its manifest alone:
+- each layer takes its own selector's nodes plus their upstream nodes not built yet,
+  so a utility model that staging refs is built with staging;
+- nodes in no layer go last;
+- a data test runs in the stage where its last parent is built, never before;
+- a unit test runs with the model it tests;
+- a layer with nothing to build is skipped (and said so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from dbt.contracts.graph.manifest import Manifest
+
+
+@dataclass
+class Stage:
+    name: str
+    nodes: set[str] = field(default_factory=set)
+    tests: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.nodes or self.tests)
+
+
+@dataclass
+class Plan:
+    seeds: set[str]
+    snapshots: set[str]
+    layers: list[Stage]
+    empty_layers: list[str]
+
+    @property
+    def nodes(self) -> set[str]:
+        return self.seeds | self.snapshots | set().union(*(s.nodes for s in self.layers))
+
+    def is_empty(self) -> bool:
+        return not (self.seeds or self.snapshots or any(self.layers))
+
+
+class Graph:
+    """Parents of every node, tests and unit tests of a manifest."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.resource_type: dict[str, str] = {}
+        self.parents: dict[str, list[str]] = {}
+        for unique_id, node in manifest.nodes.items():
+            self.resource_type[unique_id] = node.resource_type.value
+            self.parents[unique_id] = list(getattr(node.depends_on, "nodes", []))
+        for unique_id, test in manifest.unit_tests.items():
+            self.resource_type[unique_id] = "unit_test"
+            self.parents[unique_id] = list(test.depends_on.nodes)
+        for unique_id in manifest.sources:
+            self.resource_type[unique_id] = "source"
+            self.parents[unique_id] = []
+
+    def of_type(self, *types: str) -> set[str]:
+        return {u for u, t in self.resource_type.items() if t in types}
+
+    def ancestors(self, start: Iterable[str]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(start)
+        while stack:
+            for parent in self.parents.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    def fqn_selector(self, unique_id: str) -> str:
+        node = self.manifest.nodes.get(unique_id) or self.manifest.unit_tests[unique_id]
+        return "fqn:" + ".".join(node.fqn)
+
+
+def plan_stages(graph: Graph, candidates: set[str], layers: list[tuple[str, set[str]]]) -> Plan:
+    """Order `candidates` (models, seeds, snapshots to build) into stages.
+
+    `layers` pairs each layer's name with the node ids its selector matches.
+    """
+    seeds = candidates & graph.of_type("seed")
+    snapshots = {
+        s for s in candidates & graph.of_type("snapshot")
+        if all(graph.resource_type.get(a) in {"source", "seed"} for a in graph.ancestors([s]))
+    }
+    built = seeds | snapshots
+    stages: list[Stage] = []
+    empty: list[str] = []
+    for name, members in [*layers, ("unlayered", candidates)]:
+        core = (members & candidates) - built
+        if not core:
+            if name != "unlayered":
+                empty.append(name)
+            continue
+        nodes = core | ((graph.ancestors(core) & candidates) - built)
+        built |= nodes
+        stages.append(Stage(name, nodes))
+    _place_tests(graph, candidates, stages)
+    return Plan(seeds, snapshots, stages, empty)
+
+
+def _place_tests(graph: Graph, candidates: set[str], stages: list[Stage]) -> None:
+    stage_of = {node: index for index, stage in enumerate(stages) for node in stage.nodes}
+    for test in graph.of_type("test", "unit_test"):
+        parents = [p for p in graph.parents[test] if graph.resource_type.get(p) != "source"]
+        built_parents = [p for p in parents if p in candidates]
+        if not built_parents:
+            continue  # tests on sources run in the source-test step; tests on unbuilt nodes need no re-run
+        index: Optional[int] = max((stage_of.get(p, 0) for p in built_parents), default=0)
+        if not stages:
+            stages.append(Stage("tests"))
+        stages[index].tests.add(test)

@@ -1,0 +1,177 @@
+"""One production run's session: environment, rendered profiles, dbt projects, lock, journal, report.
+
+Opening a run validates everything a run needs before any dbt work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from blocks.environment import DbtEnvironment, load_environment
+from blocks.local import local_paths
+from blocks.profile import rendered_profile
+from flows.core.artifacts import RunReport
+from flows.core.dbt import DbtProject
+from flows.core.lock import PublishLock
+from flows.core.state_store import StateStore
+from flows.core.versions import new_version_id, versioned_schema
+
+RUN_DIRS_KEPT = 5
+
+
+def bundled_project_dir() -> Path:
+    """`dbt_project/` of the working directory (a deployment's clone), else of this checkout."""
+    here = Path.cwd() / "dbt_project"
+    if (here / "dbt_project.yml").exists():
+        return here
+    return Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+class Layer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name shown in the run summary.")
+    select: str = Field(description="dbt selector of the layer's nodes, e.g. path:models/staging or tag:staging.")
+
+
+DEFAULT_LAYERS = [
+    Layer(name="staging", select="path:models/staging"),
+    Layer(name="intermediate", select="path:models/intermediate"),
+    Layer(name="marts", select="path:models/marts"),
+]
+
+
+class RunOptions(BaseModel):
+    """Everything a run was asked to do, validated once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: str
+    project_dir: Optional[str] = None
+    select: list[str] = []
+    exclude: list[str] = []
+    full_refresh: bool = False
+    vars: dict[str, Any] = {}
+    layers: list[Layer] = Field(default_factory=lambda: list(DEFAULT_LAYERS))
+    freshness_gate: bool = True
+    run_snapshots: bool = True
+    generate_docs: bool = True
+    publish: bool = True
+    fail_fast: bool = True
+    threads: Optional[int] = Field(None, ge=1)
+    node_tasks: bool = False
+    allow_shrink: bool = False
+    keep_failed_version: bool = False
+
+    def project_path(self) -> Path:
+        path = Path(self.project_dir) if self.project_dir else bundled_project_dir()
+        if not (path / "dbt_project.yml").exists():
+            raise ValueError(f"project_dir {str(path)!r} has no dbt_project.yml")
+        return path.resolve()
+
+
+@dataclass
+class Journal:
+    """Which steps of this flow run are done, so a flow retry re-runs only what failed."""
+
+    path: Path
+    done: list[str] = field(default_factory=list)
+    failed: Optional[str] = None
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "Journal":
+        if path.exists():
+            saved = json.loads(path.read_text())
+            return cls(path, saved["done"], saved["failed"], saved["data"])
+        return cls(path)
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps({"done": self.done, "failed": self.failed, "data": self.data}))
+
+    def complete(self, step: str) -> None:
+        self.done.append(step)
+        if self.failed == step:
+            self.failed = None
+        self.save()
+
+    def fail(self, step: str) -> None:
+        self.failed = step
+        self.save()
+
+
+@dataclass
+class ProductionRun:
+    options: RunOptions
+    environment: DbtEnvironment
+    store: StateStore
+    run_id: str
+    run_dir: Path
+    live: DbtProject  # the unversioned target: freshness, source tests, snapshots, state
+    build: DbtProject  # where models are built: a versioned schema when blue-green publishes
+    version: Optional[str]
+    journal: Journal
+    report: RunReport
+
+    @property
+    def blue_green(self) -> bool:
+        return self.version is not None
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.journal.done or self.journal.failed)
+
+
+def _work_dir(environment: DbtEnvironment) -> Path:
+    return local_paths().work / environment.name
+
+
+def _prune_run_dirs(runs: Path, keep: int = RUN_DIRS_KEPT) -> None:
+    dirs = sorted((d for d in runs.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    for stale in dirs[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def open_run(options: RunOptions, run_id: str) -> Iterator[ProductionRun]:
+    """Load and check everything, lock the environment, render profiles; undo it all on exit."""
+    environment = load_environment(options.environment)
+    project_dir = options.project_path()
+    store = StateStore.for_environment(environment)
+    work = _work_dir(environment)
+    run_dir = work / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal.load(run_dir / "journal.json")
+    blue_green = options.publish and environment.blue_green.enabled
+    version = journal.data.get("version") or (new_version_id(run_id) if blue_green else None)
+    journal.data["version"] = version
+    journal.save()
+
+    with ExitStack() as stack:
+        if options.publish:
+            stack.enter_context(PublishLock(store, run_id))
+        live_profile = stack.enter_context(rendered_profile(environment, project_dir))
+        live = DbtProject(project_dir, live_profile, work / "target", options.vars, options.threads)
+        build = live
+        if version:
+            schema = versioned_schema(environment.schema_name, version)
+            build_profile = stack.enter_context(rendered_profile(environment, project_dir, schema=schema))
+            build = DbtProject(project_dir, build_profile, run_dir / "target", options.vars, options.threads)
+        _prune_run_dirs(work / "runs")
+        yield ProductionRun(
+            options=options, environment=environment, store=store, run_id=run_id, run_dir=run_dir,
+            live=live, build=build, version=version, journal=journal,
+            report=RunReport(environment=environment.name, version=version),
+        )
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,139 @@
+"""Each environment's dbt state, kept behind a Prefect filesystem block.
+
+Layout under the block's basepath:
+
+    <environment>/latest/{manifest,sources,run_results}.json   what the freshness gate and slim CI read
+    <environment>/latest/docs/                                  the static docs site
+    <environment>/runs/<run id>/...                             the same files, kept for `history` runs
+    <environment>/timings.json                                  last 10 execution times per node
+    <environment>/versions.json                                 blue-green version records
+    <environment>/publish.lock                                  held while a run publishes
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+from typing import Optional
+
+import fsspec
+from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+
+from blocks.environment import DbtEnvironment
+from blocks.local import local_paths
+
+STATE_FILES = ("manifest.json", "sources.json", "run_results.json")
+TIMING_HISTORY = 10
+
+
+class StateStoreError(RuntimeError):
+    pass
+
+
+class StateStore:
+    def __init__(self, block: LocalFileSystem | RemoteFileSystem, environment: str, history: int = 10):
+        self.block = block
+        self.environment = environment
+        self.history = history
+
+    @classmethod
+    def for_environment(cls, environment: DbtEnvironment) -> "StateStore":
+        block = environment.state_store or LocalFileSystem(basepath=str(local_paths().state_store))
+        return cls(block, environment.name)
+
+    # --- primitives: content goes through the block --------------------------------
+    def _key(self, name: str) -> str:
+        return posixpath.join(self.environment, name)
+
+    def _filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if isinstance(self.block, RemoteFileSystem):
+            return self.block.filesystem, self.block.basepath.rstrip("/")
+        return fsspec.filesystem("file"), str(Path(self.block.basepath).resolve())
+
+    def read(self, name: str) -> Optional[bytes]:
+        filesystem, root = self._filesystem()
+        if not filesystem.exists(posixpath.join(root, self._key(name))):
+            return None
+        return self.block.read_path(self._key(name))
+
+    def write(self, name: str, content: bytes) -> None:
+        try:
+            self.block.write_path(self._key(name), content)
+        except OSError as error:
+            raise StateStoreError(f"state store for {self.environment!r} is not writable: {error}") from None
+
+    def read_json(self, name: str, default=None):
+        content = self.read(name)
+        return default if content is None else json.loads(content)
+
+    def write_json(self, name: str, value) -> None:
+        self.write(name, json.dumps(value, indent=1, sort_keys=True).encode())
+
+    def delete(self, name: str) -> None:
+        filesystem, root = self._filesystem()
+        path = posixpath.join(root, self._key(name))
+        if filesystem.exists(path):
+            filesystem.rm(path, recursive=True)
+
+    def list_dir(self, name: str) -> list[str]:
+        filesystem, root = self._filesystem()
+        path = posixpath.join(root, self._key(name))
+        if not filesystem.exists(path):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in filesystem.ls(path, detail=False))
+
+    # --- dbt state ----------------------------------------------------------------
+    def has_state(self) -> bool:
+        return self.read("latest/manifest.json") is not None
+
+    def fetch_latest(self, destination: Path) -> bool:
+        """Copy the latest manifest and sources.json to `destination`, for --state. False if none yet."""
+        destination.mkdir(parents=True, exist_ok=True)
+        found = False
+        for name in STATE_FILES:
+            content = self.read(f"latest/{name}")
+            if content is not None:
+                (destination / name).write_bytes(content)
+                found = found or name == "manifest.json"
+        return found
+
+    def save_run(self, run_id: str, files: dict[str, Path], docs_dir: Optional[Path] = None) -> None:
+        """Keep this run's artifacts under runs/<run_id>, make them latest, drop history beyond `history`."""
+        for name, path in files.items():
+            content = Path(path).read_bytes()
+            self.write(f"runs/{run_id}/{name}", content)
+        for name, path in files.items():
+            self.write(f"latest/{name}", Path(path).read_bytes())
+        if docs_dir is not None and docs_dir.exists():
+            for page in ("static_index.html", "index.html", "catalog.json"):
+                if (docs_dir / page).exists():
+                    self.write(f"latest/docs/{page}", (docs_dir / page).read_bytes())
+        self.prune_history()
+
+    def prune_history(self) -> None:
+        runs = self.list_dir("runs")
+        saved = sorted(runs, key=lambda run: self._run_time(run))
+        for run in saved[: max(0, len(saved) - self.history)]:
+            self.delete(f"runs/{run}")
+
+    def _run_time(self, run: str) -> float:
+        filesystem, root = self._filesystem()
+        try:
+            return filesystem.info(posixpath.join(root, self._key(f"runs/{run}/run_results.json")))["mtime"]
+        except (FileNotFoundError, KeyError):
+            return 0.0
+
+    def docs_location(self) -> str:
+        _, root = self._filesystem()
+        return posixpath.join(root, self._key("latest/docs/static_index.html"))
+
+    # --- timing history -------------------------------------------------------------
+    def timings(self) -> dict[str, list[float]]:
+        return self.read_json("timings.json", default={})
+
+    def record_timings(self, seconds_by_node: dict[str, float]) -> None:
+        history = self.timings()
+        for unique_id, seconds in seconds_by_node.items():
+            history[unique_id] = (history.get(unique_id, []) + [round(seconds, 3)])[-TIMING_HISTORY:]
+        self.write_json("timings.json", history)

@@ -1,0 +1,318 @@
+"""The mechanics of each production step, on top of a ProductionRun.
+
+flows/production.py wraps each of these in a named Prefect task; here they are plain
+functions so that the flow file reads like the runbook.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.logging import get_run_logger
+
+from flows.core.dbt import DbtCommandError, StepResult
+from flows.core.freshness import gate_selectors, raise_if_stale, read_report, sources_with_freshness
+from flows.core.layers import Graph, Plan, Stage, plan_stages
+from flows.core.run import ProductionRun
+from flows.core.versions import (
+    AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live,
+    published_relations,
+)
+from flows.core.warehouse import Relation, warehouse_for
+
+BUILDABLE_TYPES = ("model", "seed", "snapshot")
+
+
+@dataclass
+class Selection:
+    candidates: set[str]
+    layers: list[tuple[str, set[str]]]
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, step: str, result: StepResult):
+        failures = result.failures
+        listing = "; ".join(f"{f.name}: {f.message.splitlines()[0] if f.message else f.status}" for f in failures[:5])
+        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(f"{step} failed: {listing or 'dbt reported failure'}{more}")
+        self.step = step
+        self.result = result
+
+
+def _checked(step: str, result: StepResult) -> StepResult:
+    if not result.success:
+        raise StepFailed(step, result)
+    return result
+
+
+def dbt_deps(run: ProductionRun) -> StepResult:
+    project = run.live.project_dir
+    if not any((project / name).exists() for name in ("packages.yml", "dependencies.yml")):
+        return StepResult.skipped("deps", "the project has no packages")
+    return _checked("dbt deps", run.live.run(["deps"]))
+
+
+def source_freshness(run: ProductionRun) -> StepResult:
+    logger = get_run_logger()
+    manifest = run.live.manifest
+    if not sources_with_freshness(manifest):
+        logger.info("No source has freshness configured: skipping source freshness.")
+        return StepResult.skipped("source freshness", "no source has freshness configured")
+    result = run.live.run(["source", "freshness"])
+    run.report.freshness = read_report(run.live.artifact("sources.json"), manifest)
+    for warning in raise_if_stale(run.report.freshness):
+        logger.warning("Source %s is getting stale (%s old); the run goes on.", warning.source, warning.age)
+    return result
+
+
+def parse_and_select(run: ProductionRun) -> Selection:
+    """Parse once, and resolve every selector now, so a bad one fails before any dbt work."""
+    logger = get_run_logger()
+    options, live = run.options, run.live
+    live.parse()  # the versioned build project parses later, only if there is something to build
+    candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE_TYPES)
+    if options.select and not candidates:
+        logger.warning("The selection %s matches no model, seed or snapshot: nothing to build.", options.select)
+    layers = [(layer.name, live.list_ids([layer.select], None, BUILDABLE_TYPES)) for layer in options.layers]
+    return Selection(candidates, layers)
+
+
+def apply_gate(run: ProductionRun, selection: Selection, freshness_checked: bool) -> Plan:
+    """Narrow the selection to what is downstream of fresher sources or changed code, split into layers."""
+    logger = get_run_logger()
+    manifest = run.live.manifest
+    candidates = set(selection.candidates)
+    gate_reason = _gate_off_reason(run, freshness_checked)
+    if gate_reason:
+        logger.info("Freshness gate off: %s.", gate_reason)
+    else:
+        state_dir = run.run_dir / "previous-state"
+        run.store.fetch_latest(state_dir)
+        gated = run.live.list_ids(gate_selectors(manifest), None, BUILDABLE_TYPES, extra=["--state", str(state_dir)])
+        logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher sources or changed.",
+                    len(candidates & gated), len(candidates))
+        candidates &= gated
+    plan = plan_stages(Graph(manifest), candidates, selection.layers)
+    for name in plan.empty_layers:
+        logger.info("Layer %r has nothing to build: skipped.", name)
+    run.report.empty_layers = plan.empty_layers
+    return plan
+
+
+def _gate_off_reason(run: ProductionRun, freshness_checked: bool) -> str:
+    if not run.options.freshness_gate:
+        return "freshness_gate=False"
+    if run.options.full_refresh:
+        return "full_refresh bypasses it"
+    if not freshness_checked:
+        return "no source freshness to compare"
+    if not run.store.has_state():
+        return "no previous state yet, so everything is built"
+    previous = run.store.read("latest/sources.json")
+    if previous is None:
+        return "the previous run saved no sources.json"
+    return ""
+
+
+def source_tests(run: ProductionRun) -> StepResult:
+    manifest = run.live.manifest
+    graph = Graph(manifest)
+    has_tests = any(
+        all(graph.resource_type.get(p) == "source" for p in graph.parents[t]) and graph.parents[t]
+        for t in graph.of_type("test")
+    )
+    if not has_tests:
+        return StepResult.skipped("source tests", "no tests on sources")
+    return _checked("source tests", run.live.run(["test", "--select", "source:*"]))
+
+
+def _selectors(run: ProductionRun, ids: set[str]) -> list[str]:
+    graph = Graph(run.live.manifest)  # node names are the same in every target
+    return sorted(graph.fqn_selector(i) for i in ids)
+
+
+def _common_flags(run: ProductionRun) -> list[str]:
+    flags = ["--full-refresh"] if run.options.full_refresh else []
+    if run.blue_green:
+        # Nodes this run does not build (snapshots, gated-out models) resolve to live.
+        flags += ["--defer", "--defer-state", str(run.live.target_path)]
+    return flags
+
+
+def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> StepResult:
+    """Run a dbt command; on a flow retry of the step that failed, `dbt retry` it instead."""
+    retry_state = run.run_dir / "retry" / step.replace(" ", "-")
+    if run.journal.failed == step and (retry_state / "run_results.json").exists():
+        get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
+        result = project.run(["retry", "--state", str(retry_state)])
+    else:
+        result = project.run(command)
+    if not result.success:
+        retry_state.mkdir(parents=True, exist_ok=True)
+        source = project.target_path / "run_results.json"
+        if source.exists():
+            shutil.copy(source, retry_state / "run_results.json")
+        raise StepFailed(step, result)
+    return result
+
+
+def seeds(run: ProductionRun, plan: Plan) -> StepResult:
+    if not plan.seeds:
+        return StepResult.skipped("seeds", "no seeds to load")
+    return _dbt_step(run, "seeds", run.build, ["seed", "--select", *_selectors(run, plan.seeds),
+                                               *(["--full-refresh"] if run.options.full_refresh else [])])
+
+
+def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
+    if not run.options.run_snapshots:
+        return StepResult.skipped("snapshots", "run_snapshots=False")
+    if not plan.snapshots:
+        return StepResult.skipped("snapshots", "no snapshots of sources or seeds to take")
+    # Snapshots always run against the unversioned schema: their history cannot be rebuilt.
+    return _dbt_step(run, "snapshots", run.live, ["snapshot", "--select", *_selectors(run, plan.snapshots)])
+
+
+def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
+    selected = _selectors(run, stage.nodes | stage.tests)
+    command = ["build", "--select", *selected, "--indirect-selection", "empty", *_common_flags(run)]
+    if run.options.fail_fast:
+        command.append("--fail-fast")
+    if run.blue_green or not run.options.run_snapshots:
+        command += ["--exclude", "resource_type:snapshot"]
+    return _dbt_step(run, f"build {stage.name}", run.build, command)
+
+
+def docs(run: ProductionRun) -> StepResult:
+    if not run.options.generate_docs:
+        return StepResult.skipped("docs", "generate_docs=False")
+    command = ["docs", "generate", "--static"]
+    if run.blue_green:
+        command += ["--defer", "--defer-state", str(run.live.target_path)]
+    return _checked("docs", run.build.run(command))
+
+
+def prepare_version(run: ProductionRun, plan: Plan) -> None:
+    """Record the new version, clean up orphans of killed runs, and start incremental models from live data."""
+    if not run.blue_green:
+        return
+    logger = get_run_logger()
+    warehouse = warehouse_for(run.environment)
+    registry = VersionRegistry(run.store)
+    base = run.environment.schema_name
+    if run.version in registry.versions and run.resumed:
+        registry.mark(run.version, "building")
+    else:
+        orphans = abandon_unfinished(registry)
+        dropped = drop_unreferenced_schemas(warehouse, registry, base)
+        if orphans or dropped:
+            logger.info("Cleaned up after earlier runs: versions %s, schemas %s.", orphans, dropped)
+        registry.start(run.version, run.run_id)
+    manifest = run.build.manifest or run.build.parse()
+    current = registry.live.relations if registry.live else {}
+    incremental = {
+        u for u in plan.nodes
+        if manifest.nodes[u].resource_type.value == "model" and manifest.nodes[u].config.materialized == "incremental"
+    }
+    if run.options.full_refresh or not incremental:
+        return
+    copies = []
+    for live_key, physical_key in published_relations(manifest, incremental, base).items():
+        if live_key in current:
+            source = Relation(*current[live_key].split(".", 1))
+            target = Relation(*physical_key.split(".", 1))
+            copies += [warehouse.dialect.create_schema(target.schema), warehouse.dialect.copy_table(source, target)]
+    if copies:
+        warehouse.execute_all(copies)
+        logger.info("Started %d incremental model(s) from their live data.", len(copies) // 2)
+
+
+def publish(run: ProductionRun, plan: Plan) -> str:
+    if not run.options.publish:
+        return "publish=False: nothing published"
+    if not run.blue_green:
+        return "blue-green is off for this environment: models were built in place"
+    warehouse = warehouse_for(run.environment)
+    registry = VersionRegistry(run.store)
+    version = registry.versions[run.version]
+    changes = published_relations(run.build.manifest, plan.nodes, run.environment.schema_name)
+    current = registry.live.relations if registry.live else {}
+    version.relations.update(changes)
+    version.built = sorted(changes)
+    rows = audit(warehouse, changes, current, run.environment.blue_green.max_shrink)
+    run.report.audit = rows
+    refused = [r for r in rows if r.refused]
+    if refused and not run.options.allow_shrink:
+        raise AuditRefused(
+            "audit refused the flip: " + "; ".join(
+                f"{r.relation} {'became empty' if r.verdict == 'empty' else 'shrank'} ({r.live_rows} → {r.new_rows} rows)"
+                for r in refused
+            ) + " — rerun with allow_shrink=True if this is expected"
+        )
+    registry.mark(run.version, "ready")
+    statements = make_live(warehouse, registry, version)
+    run.report.versions = registry.listing()
+    return f"version {run.version} is live ({len(changes)} relations rebuilt, {statements} statements)"
+
+
+def discard_version(run: ProductionRun, reason: str) -> None:
+    """A failed build or audit: live was never touched; drop the version unless asked to keep it."""
+    if not run.blue_green:
+        return
+    registry = VersionRegistry(run.store)
+    if run.version not in registry.versions:
+        return
+    keep = run.options.keep_failed_version or retries_remaining()
+    registry.mark(run.version, "kept" if keep else "failed", note=reason[:300])
+    if not keep:
+        warehouse = warehouse_for(run.environment)
+        base = run.environment.schema_name
+        for schema in warehouse.schemas_with_prefix(f"{base}__{run.version}"):
+            warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
+    run.report.versions = registry.listing()
+
+
+def retries_remaining() -> bool:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    return context.flow_run.run_count <= (context.flow.retries or 0)
+
+
+def save_state(run: ProductionRun) -> Path:
+    """Manifest (live locations), sources.json, merged run results, docs: for the next run and for CI."""
+    files = {"manifest.json": run.live.target_path / "manifest.json"}
+    sources = run.live.target_path / "sources.json"
+    if sources.exists():
+        files["sources.json"] = sources
+    merged = run.run_dir / "run_results.json"
+    merged.write_text(_merged_run_results(run))
+    files["run_results.json"] = merged
+    docs_dir = run.build.target_path if run.options.generate_docs else None
+    run.store.save_run(run.run_id, files, docs_dir)
+    run.store.record_timings({n.unique_id: n.execution_time for n in run.report.nodes
+                              if n.resource_type == "model" and n.status == "success"})
+    return merged
+
+
+def _merged_run_results(run: ProductionRun) -> str:
+    """All steps' results in one file, in dbt's own run_results schema, so `--state` can read it."""
+    import json
+
+    steps = [r.run_results for r in run.report.results if r.run_results]
+    if not steps:
+        return json.dumps({"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json"},
+                           "results": [], "elapsed_time": 0, "args": {}})
+    merged = dict(steps[-1])
+    merged["results"] = [result for step in steps for result in step["results"]]
+    merged["elapsed_time"] = sum(step.get("elapsed_time", 0) for step in steps)
+    return json.dumps(merged)
+
+
+__all__ = [
+    "DbtCommandError", "StepFailed", "dbt_deps", "parse_and_select", "source_freshness", "apply_gate", "source_tests", "seeds",
+    "snapshots", "build_layer", "docs", "prepare_version", "publish", "discard_version", "save_state",
+]

@@ -1,0 +1,259 @@
+"""Blue-green versions: where each live relation physically is, and how live moves.
+
+A build writes into `<schema>__<version>` (and `<schema>__<version>_<custom>` for
+custom schemas). Live is the unversioned schema names: one view per published
+relation, `select * from` its physical table. A version record maps every live
+relation to its physical relation, so a run that rebuilt only part of the project
+(freshness gate) leaves the other views where they were, and rollback or prune
+know exactly what each version needs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, Optional
+
+from flows.core.state_store import StateStore
+from flows.core.warehouse import Relation, Warehouse
+
+VERSION_ID = re.compile(r"v\d{14}_[0-9a-z]{6}")
+Status = Literal["building", "ready", "failed", "kept", "published", "pruned"]  # kept: failed, schema kept for debugging
+
+
+class VersionError(RuntimeError):
+    pass
+
+
+class AuditRefused(VersionError):
+    pass
+
+
+def new_version_id(run_id: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    short = re.sub(r"[^0-9a-z]", "", run_id.lower())[:6].ljust(6, "0")
+    return f"v{stamp}_{short}"
+
+
+def versioned_schema(base: str, version: str) -> str:
+    return f"{base}__{version}"
+
+
+def live_schema_of(physical_schema: str, base: str) -> Optional[str]:
+    """`main__v…_finance` → `main_finance`; None when not a versioned schema of `base`."""
+    match = re.fullmatch(rf"{re.escape(base)}__({VERSION_ID.pattern})(_.+)?", physical_schema)
+    return None if not match else base + (match.group(2) or "")
+
+
+def version_of_schema(physical_schema: str, base: str) -> Optional[str]:
+    match = re.fullmatch(rf"{re.escape(base)}__({VERSION_ID.pattern})(_.+)?", physical_schema)
+    return match.group(1) if match else None
+
+
+def _relation(key: str) -> Relation:
+    schema, name = key.split(".", 1)
+    return Relation(schema, name)
+
+
+def published_relations(manifest, built: set[str], base: str) -> dict[str, str]:
+    """Live "schema.name" -> physical "schema.name" for every relation a version build wrote."""
+    mapping = {}
+    for unique_id in sorted(built):
+        node = manifest.nodes.get(unique_id)
+        if node is None or node.resource_type.value not in {"model", "seed"}:
+            continue
+        if node.config.materialized == "ephemeral":
+            continue
+        live_schema = live_schema_of(node.schema, base)
+        if live_schema is None:
+            continue  # an absolute schema outside the version: not published through views
+        name = node.alias or node.name
+        mapping[f"{live_schema}.{name}"] = f"{node.schema}.{name}"
+    return mapping
+
+
+@dataclass
+class Version:
+    id: str
+    created_at: str
+    flow_run_id: Optional[str]
+    status: Status
+    relations: dict[str, str] = field(default_factory=dict)  # live "schema.name" -> physical "schema.name"
+    built: list[str] = field(default_factory=list)  # live keys rebuilt by this version
+    published_at: Optional[str] = None
+    note: str = ""
+
+
+@dataclass
+class AuditRow:
+    relation: str
+    live_rows: Optional[int]
+    new_rows: int
+    verdict: str  # ok | new | shrank | empty
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict in {"shrank", "empty"}
+
+
+class VersionRegistry:
+    """versions.json in the environment's state store: every version and which one is live."""
+
+    def __init__(self, store: StateStore):
+        self.store = store
+        data = store.read_json("versions.json", default={"live": None, "versions": []})
+        self.live_id: Optional[str] = data["live"]
+        self.versions: dict[str, Version] = {v["id"]: Version(**v) for v in data["versions"]}
+
+    def save(self) -> None:
+        self.store.write_json(
+            "versions.json",
+            {"live": self.live_id, "versions": [asdict(v) for v in sorted(self.versions.values(), key=lambda v: v.id)]},
+        )
+
+    @property
+    def live(self) -> Optional[Version]:
+        return self.versions.get(self.live_id) if self.live_id else None
+
+    def start(self, version_id: str, flow_run_id: Optional[str]) -> Version:
+        base = dict(self.live.relations) if self.live else {}
+        version = Version(version_id, datetime.now(timezone.utc).isoformat(timespec="seconds"), flow_run_id,
+                          "building", relations=base)
+        self.versions[version_id] = version
+        self.save()
+        return version
+
+    def mark(self, version_id: str, status: Status, note: str = "") -> None:
+        self.versions[version_id].status = status
+        if note:
+            self.versions[version_id].note = note
+        self.save()
+
+    def rollback_target(self, to_version: Optional[str]) -> Version:
+        available = [v for v in sorted(self.versions.values(), key=lambda v: v.id) if v.status == "published"]
+        listing = ", ".join(f"{v.id}{' (live)' if v.id == self.live_id else ''}" for v in available) or "none"
+        if to_version is None:
+            older = [v for v in available if self.live_id and v.id < self.live_id]
+            if not older:
+                raise VersionError(f"no earlier published version to roll back to; versions: {listing}")
+            return older[-1]
+        version = self.versions.get(to_version)
+        if version is None or version.status != "published":
+            state = "was pruned" if version and version.status == "pruned" else "is unknown"
+            raise VersionError(f"cannot roll back to {to_version!r}: it {state}; versions that exist: {listing}")
+        return version
+
+    def listing(self) -> list[dict]:
+        return [
+            {"version": v.id, "status": v.status, "live": v.id == self.live_id, "created_at": v.created_at,
+             "flow_run_id": v.flow_run_id, "relations": len(v.relations), "rebuilt": len(v.built), "note": v.note}
+            for v in sorted(self.versions.values(), key=lambda v: v.id, reverse=True)
+        ]
+
+
+def audit(warehouse: Warehouse, changes: dict[str, str], current: dict[str, str],
+          max_shrink: float) -> list[AuditRow]:
+    """Row counts of each rebuilt relation, new against live."""
+    new_counts = warehouse.row_counts([_relation(p) for p in changes.values()])
+    existing = warehouse.relations_in(sorted({_relation(k).schema for k in changes}))
+    live_keys = [k for k in changes if _relation(k) in existing and k in current]
+    live_counts = warehouse.row_counts([_relation(k) for k in live_keys])
+    rows = []
+    for key, physical in sorted(changes.items()):
+        new = new_counts[_relation(physical)]
+        old = live_counts.get(_relation(key))
+        if old is None:
+            verdict = "new"
+        elif new == 0 and old > 0:
+            verdict = "empty"
+        elif old > 0 and (old - new) / old > max_shrink:
+            verdict = "shrank"
+        else:
+            verdict = "ok"
+        rows.append(AuditRow(key, old, new, verdict))
+    return rows
+
+
+def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[str, str]) -> list[str]:
+    """Statements that make live exactly `target`: repoint changed views, drop views no longer published."""
+    dialect = warehouse.dialect
+    live_schemas = sorted({_relation(k).schema for k in [*target, *current]})
+    existing = warehouse.relations_in(live_schemas)
+    statements = [dialect.create_schema(s) for s in sorted({_relation(k).schema for k in target})]
+    for key, physical in sorted(target.items()):
+        live = _relation(key)
+        kind = existing.get(live)
+        if current.get(key) == physical and kind == "VIEW":
+            continue
+        if kind is not None and kind != "VIEW":
+            statements.append(dialect.drop_table(live))  # a table left by a run without blue-green
+            kind = None
+        statements.append(dialect.point_view(live, _relation(physical), exists=kind == "VIEW"))
+    for key in sorted(set(current) - set(target)):
+        if existing.get(_relation(key)) == "VIEW":
+            statements.append(dialect.drop_view(_relation(key)))
+    return statements
+
+
+def make_live(warehouse: Warehouse, registry: VersionRegistry, version: Version) -> int:
+    current = registry.live.relations if registry.live else {}
+    statements = flip_statements(warehouse, version.relations, current)
+    warehouse.execute_all(statements)
+    version.status = "published"
+    version.published_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    registry.live_id = version.id
+    registry.save()
+    return len(statements)
+
+
+def referenced_schemas(versions: list[Version]) -> set[str]:
+    return {_relation(p).schema for v in versions for p in v.relations.values()}
+
+
+def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its run ended before publishing") -> list[str]:
+    """Versions a killed run left behind. Only one run publishes at a time (the publish lock),
+    so at the start of a run every version still building is an orphan."""
+    orphans = [v.id for v in registry.versions.values() if v.status in {"building", "ready"}]
+    for version_id in orphans:
+        registry.versions[version_id].status = "failed"
+        registry.versions[version_id].note = note
+    if orphans:
+        registry.save()
+    return orphans
+
+
+def drop_unreferenced_schemas(warehouse: Warehouse, registry: VersionRegistry, base: str,
+                              spare: tuple[str, ...] = ()) -> list[str]:
+    """Drop versioned schemas that no published version points into, except those of `spare`
+    versions and of failed versions kept for debugging."""
+    published = [v for v in registry.versions.values() if v.status == "published"]
+    needed = referenced_schemas(published)
+    spared = set(spare) | {v.id for v in registry.versions.values() if v.status == "kept"}
+    dropped = []
+    for schema in warehouse.schemas_with_prefix(f"{base}__v"):
+        version_id = version_of_schema(schema, base)
+        if version_id is None or schema in needed or version_id in spared:
+            continue
+        warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
+        dropped.append(schema)
+    return dropped
+
+
+def prune(warehouse: Warehouse, registry: VersionRegistry, base: str, keep: int) -> list[str]:
+    """Drop versions beyond the newest `keep`; never the live one nor the one before it."""
+    if keep < 2:
+        raise VersionError(f"keep must be at least 2 (the live version and the one before it), got {keep}")
+    published = sorted((v for v in registry.versions.values() if v.status == "published"), key=lambda v: v.id)
+    kept = {v.id for v in published[-keep:]}
+    if registry.live_id:
+        kept.add(registry.live_id)
+        before = [v.id for v in published if v.id < registry.live_id]
+        if before:
+            kept.add(before[-1])
+    dropped = [v for v in registry.versions.values() if v.id not in kept and v.status in {"published", "kept"}]
+    for version in dropped:
+        version.status = "pruned"
+    registry.save()
+    drop_unreferenced_schemas(warehouse, registry, base)
+    return sorted(v.id for v in dropped)

@@ -1,0 +1,241 @@
+"""The nightly production run of a dbt project: the runbook, one named task per step.
+
+    deps → source freshness → freshness gate → source tests → seeds → snapshots
+    → one build per layer (tested before the next) → docs → publish → save state
+
+`python -m flows.production --help` runs it locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional, get_args
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed
+
+from flows.core import steps
+from flows.core.artifacts import find_regressions, publish_artifacts
+from flows.core.dbt import StepResult
+from flows.core.layers import Plan
+from blocks.environment import EnvironmentName
+from flows.core.run import DEFAULT_LAYERS, Layer, ProductionRun, RunOptions, open_run
+
+
+
+def _step(name: str):
+    """A production step: a named task that runs once per flow run, even across flow retries."""
+    def wrap(function):
+        @task(name=name, cache_policy=NO_CACHE)
+        def run_step(run: ProductionRun, *args):
+            if name in run.journal.done:
+                run.report.note(name, "skipped", "done in an earlier attempt of this run")
+                return run.journal.data.get(f"result:{name}")
+            try:
+                result = function(run, *args)
+            except BaseException:
+                run.journal.fail(name)
+                raise
+            if isinstance(result, StepResult):
+                run.report.record(name, result)
+            run.journal.complete(name)
+            return result
+        return run_step
+    return wrap
+
+
+@_step("dbt deps")
+def dbt_deps(run):
+    return steps.dbt_deps(run)
+
+
+@task(name="parse and select", cache_policy=NO_CACHE)
+def parse_and_select(run):
+    return steps.parse_and_select(run)
+
+
+@_step("source freshness")
+def source_freshness(run):
+    return steps.source_freshness(run)
+
+
+@_step("freshness gate")
+def freshness_gate(run, selection, freshness_checked: bool) -> Plan:
+    return _journaled_plan(run, lambda: steps.apply_gate(run, selection, freshness_checked))
+
+
+@_step("source tests")
+def source_tests(run):
+    return steps.source_tests(run)
+
+
+@_step("seeds")
+def seeds(run, plan: Plan):
+    steps.prepare_version(run, plan)
+    return steps.seeds(run, plan)
+
+
+@_step("snapshots")
+def snapshots(run, plan: Plan):
+    return steps.snapshots(run, plan)
+
+
+def build_layer(run, stage):
+    return _step(f"build {stage.name}")(steps.build_layer)(run, stage)
+
+
+@_step("docs")
+def docs(run):
+    return steps.docs(run)
+
+
+@_step("publish")
+def publish(run, plan: Plan) -> str:
+    return steps.publish(run, plan)
+
+
+@_step("save state")
+def save_state(run):
+    return steps.save_state(run)
+
+
+def _journaled_plan(run: ProductionRun, make_plan) -> Plan:
+    """The plan of the first attempt, so a flow retry builds the same nodes."""
+    saved = run.journal.data.get("plan")
+    if saved:
+        from flows.core.layers import Stage
+        return Plan(set(saved["seeds"]), set(saved["snapshots"]),
+                    [Stage(s["name"], set(s["nodes"]), set(s["tests"])) for s in saved["layers"]], saved["empty"])
+    plan = make_plan()
+    run.journal.data["plan"] = {
+        "seeds": sorted(plan.seeds), "snapshots": sorted(plan.snapshots), "empty": plan.empty_layers,
+        "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in plan.layers],
+    }
+    run.journal.save()
+    return plan
+
+
+@flow(name="production-run", log_prints=True)
+def production_run(
+    environment: EnvironmentName = "local",
+    project_dir: Optional[str] = None,
+    select: list[str] = [],
+    exclude: list[str] = [],
+    full_refresh: bool = False,
+    vars: dict[str, Any] = {},
+    layers: list[Layer] = DEFAULT_LAYERS,
+    freshness_gate: bool = True,
+    run_snapshots: bool = True,
+    generate_docs: bool = True,
+    publish: bool = True,
+    fail_fast: bool = True,
+    threads: Optional[int] = None,
+    node_tasks: bool = False,
+    allow_shrink: bool = False,
+    keep_failed_version: bool = False,
+):
+    """Run the dbt project in production: fresh sources only, layer by layer, tested, then published.
+
+    Args:
+        environment: Which environment block to run against (local is DuckDB, built in).
+        project_dir: dbt project folder. Empty: the bundled dbt_project/.
+        select: dbt selectors limiting the run (empty: everything).
+        exclude: dbt selectors to leave out.
+        full_refresh: Rebuild incremental models and seeds from scratch; bypasses the freshness gate.
+        vars: dbt vars, as a mapping.
+        layers: Ordered layers, each built and tested before the next. Nodes in no layer go last.
+        freshness_gate: Build only what is downstream of fresher sources or changed code.
+        run_snapshots: Take snapshots.
+        generate_docs: Generate the static docs site and keep it in the state store.
+        publish: Publish the build (blue-green flip where the environment enables it).
+        fail_fast: Stop a layer at its first failure.
+        threads: dbt threads (empty: the environment's).
+        node_tasks: One Prefect task run per dbt node (prefect-dbt's runner). Slower; off by default.
+        allow_shrink: Publish even when the audit sees a relation shrink or empty.
+        keep_failed_version: Keep a failed version's schema for debugging instead of dropping it.
+    """
+    options = RunOptions(
+        environment=environment, project_dir=project_dir, select=select, exclude=exclude,
+        full_refresh=full_refresh, vars=vars, layers=layers, freshness_gate=freshness_gate,
+        run_snapshots=run_snapshots, generate_docs=generate_docs, publish=publish, fail_fast=fail_fast,
+        threads=threads, node_tasks=node_tasks, allow_shrink=allow_shrink, keep_failed_version=keep_failed_version,
+    )
+    logger = get_run_logger()
+    with open_run(options, str(flow_run.id or "local")) as run:
+        try:
+            _run_book(run)
+        except BaseException as error:
+            run.report.outcome = f"failed: {error}"
+            steps.discard_version(run, str(error))
+            publish_artifacts(run.report)
+            raise
+        publish_artifacts(run.report, docs_url=_docs_url(run))
+        logger.info("Outcome: %s.", run.report.outcome)
+        if run.report.outcome == "nothing to rebuild":
+            return Completed(message="nothing to rebuild")
+        return run.report.outcome
+
+
+def _run_book(run: ProductionRun) -> None:
+    dbt_deps(run)
+    selection = parse_and_select(run)
+    freshness = source_freshness(run)
+    plan = freshness_gate(run, selection, not freshness.skipped_reason if freshness else True)
+    if plan.is_empty():
+        run.report.outcome = "nothing to rebuild"
+        return
+    source_tests(run)
+    seeds(run, plan)
+    snapshots(run, plan)
+    for stage in plan.layers:
+        build_layer(run, stage)
+    docs(run)
+    outcome = publish(run, plan)
+    save_state(run)
+    run.report.regressions = find_regressions(run.report, run.store.timings())
+    run.report.outcome = f"completed: {outcome}"
+
+
+def _docs_url(run: ProductionRun) -> Optional[str]:
+    if not run.options.generate_docs or "docs" not in run.journal.done:
+        return None
+    location = run.store.docs_location()
+    return location if "://" in location else f"file://{location}"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.production", description=production_run.description)
+    parser.add_argument("--environment", default="local", choices=get_args(EnvironmentName))
+    parser.add_argument("--project-dir", default=None)
+    parser.add_argument("--select", nargs="*", default=[])
+    parser.add_argument("--exclude", nargs="*", default=[])
+    parser.add_argument("--vars", default="{}", help="dbt vars as a JSON or YAML mapping")
+    parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-freshness-gate", dest="freshness_gate", action="store_false")
+    parser.add_argument("--no-snapshots", dest="run_snapshots", action="store_false")
+    parser.add_argument("--no-docs", dest="generate_docs", action="store_false")
+    parser.add_argument("--no-publish", dest="publish", action="store_false")
+    parser.add_argument("--no-fail-fast", dest="fail_fast", action="store_false")
+    parser.add_argument("--node-tasks", action="store_true")
+    parser.add_argument("--allow-shrink", action="store_true")
+    parser.add_argument("--keep-failed-version", action="store_true")
+    args = parser.parse_args(argv)
+    import yaml
+
+    vars_ = yaml.safe_load(args.vars) if args.vars else {}
+    if not isinstance(vars_, dict):
+        parser.error(f"--vars must be a mapping, got {type(vars_).__name__}: {args.vars!r}")
+    parameters = {k: v for k, v in vars(args).items() if k != "vars"} | {"vars": vars_}
+    state = production_run(**parameters, return_state=True)
+    print(f"production_run: {state.name}: {state.message or ''}".rstrip(": "))
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Shared test fixtures: one real local Prefect server for the whole session, and a landed warehouse.
+
+The server is `prefect server start` on a free port with its own SQLite database, so
+flows, `prefect deploy`, automations and the UI are all exercised for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLED_PROJECT = REPO / "dbt_project"
+sys.path.insert(0, str(BUNDLED_PROJECT / "landing"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("prefect server did not become healthy in time")
+
+
+def _flush_prefect_logs() -> None:
+    """Send buffered logs while the server is still up; otherwise exit waits on retries to a dead server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=15)
+        except Exception:
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server(tmp_path_factory):
+    """A real Prefect server (API, UI, automations) for the session; PREFECT_API_URL points at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api_url,
+    }
+    log = open(home / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        _wait_healthy(api_url, process)
+        saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_API_URL")}
+        os.environ.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url)
+        from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)}):
+            yield api_url
+            _flush_prefect_logs()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def landed_template(tmp_path_factory) -> Path:
+    """A warehouse with the bundled project's raw data landed once; tests copy it."""
+    from land import land_initial
+
+    warehouse = tmp_path_factory.mktemp("landed") / "warehouse.duckdb"
+    land_initial(warehouse)
+    return warehouse
+
+
+@pytest.fixture
+def lakehouse_home(tmp_path, monkeypatch) -> Path:
+    """An empty $LAKEHOUSE_HOME for one test."""
+    home = tmp_path / "lakehouse"
+    home.mkdir()
+    monkeypatch.setenv("LAKEHOUSE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def landed_home(lakehouse_home, landed_template) -> Path:
+    """$LAKEHOUSE_HOME with the bundled project's raw data already landed."""
+    shutil.copy(landed_template, lakehouse_home / "warehouse.duckdb")
+    return lakehouse_home

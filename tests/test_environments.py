@@ -1,0 +1,199 @@
+"""Environments as blocks: register from YAML, load, render profiles, parse with the real adapters.
+
+Secrets are canaries: after everything ran, they must appear only inside the secret fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from dbt.cli.main import dbtRunner
+
+from blocks.environment import (
+    DbtEnvironment, EnvironmentConfigError, UnknownEnvironment, UnsafeIdentifier, load_environment,
+)
+from blocks.profile import rendered_profile
+from blocks.register import DEFAULT_FILE, RegistrationError, register
+
+from conftest import BUNDLED_PROJECT
+
+PAT_CANARY = "dapi-CANARY-pat-7f3a9e"
+OAUTH_CANARY = "CANARY-oauth-secret-51c2"
+SLACK_CANARY = "http://127.0.0.1:9/CANARY-slack-hook"
+SECRETS = {
+    "DATABRICKS_DEV_TOKEN": PAT_CANARY,
+    "DATABRICKS_PROD_CLIENT_SECRET": OAUTH_CANARY,
+    "SLACK_WEBHOOK_URL": SLACK_CANARY,
+}
+
+
+@pytest.fixture(scope="module")
+def registered(prefect_server):
+    saved = {k: os.environ.get(k) for k in SECRETS}
+    os.environ.update(SECRETS)
+    try:
+        first = register(DEFAULT_FILE)
+        second = register(DEFAULT_FILE)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return first, second
+
+
+def _write_spec(tmp_path: Path, mutate) -> Path:
+    spec = yaml.safe_load(DEFAULT_FILE.read_text())
+    mutate(spec)
+    path = tmp_path / "environments.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_register_is_idempotent(registered):
+    first, second = registered
+    assert any(line.startswith("created") or line.startswith("updated") for line in first)
+    assert second and all(line.startswith("unchanged") for line in second), second
+
+
+@pytest.mark.parametrize("name, auth", [("dev", "token"), ("prod", "oauth")])
+def test_databricks_profile_parses_with_real_adapter(registered, tmp_path, capfd, caplog, name, auth):
+    environment = load_environment(name)
+    assert environment.adapter == "databricks" and environment.name == name
+    caplog.set_level(logging.DEBUG)
+    with rendered_profile(environment, BUNDLED_PROJECT) as profile:
+        profile_file = profile.profiles_dir / "profiles.yml"
+        assert stat.S_IMODE(profile_file.stat().st_mode) == 0o600
+        text = profile_file.read_text()
+        assert "env_var(" in text and PAT_CANARY not in text and OAUTH_CANARY not in text
+        assert ("auth_type: oauth" in text) == (auth == "oauth")
+        target = tmp_path / "target"
+        result = dbtRunner().invoke([
+            "parse", "--project-dir", str(BUNDLED_PROJECT), "--profiles-dir", str(profile.profiles_dir),
+            "--target", name, "--target-path", str(target), "--log-path", str(target / "logs"),
+        ])
+        assert result.success, result.exception
+        leftovers = [p for p in profile.profiles_dir.rglob("*") if p.is_file()]
+    assert not profile.profiles_dir.exists(), "the rendered profile must be removed on exit"
+    assert json.loads((target / "manifest.json").read_text())["metadata"]["adapter_type"] == "databricks"
+    captured = capfd.readouterr()
+    haystacks = [captured.out, captured.err, caplog.text] + [
+        p.read_text(errors="ignore") for p in [*leftovers, *target.rglob("*")] if p.is_file()
+    ]
+    for canary in (PAT_CANARY, OAUTH_CANARY):
+        assert not any(canary in h for h in haystacks), f"{canary} leaked"
+
+
+def test_secrets_only_in_secret_fields(registered):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        documents = client.read_block_documents(include_secrets=True)
+        hidden = client.read_block_documents(include_secrets=False)
+    allowed = {"token", "client_secret", "url"}
+    for document in documents:
+        for path in _paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, SLACK_CANARY)):
+            assert path[-1] in allowed, f"secret found in {document.name}: {'.'.join(path)}"
+    assert not any(
+        c in json.dumps(d.data, default=str) for d in hidden for c in (PAT_CANARY, OAUTH_CANARY, SLACK_CANARY)
+    )
+
+
+def _paths_holding(value, needles, path=()):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths_holding(item, needles, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths_holding(item, needles, (*path, str(index)))
+    elif isinstance(value, str) and any(n in value for n in needles):
+        yield path
+
+
+def test_profile_removed_on_error(tmp_path):
+    environment = DbtEnvironment(adapter="duckdb", schema_name="main", duckdb_path=str(tmp_path / "w.duckdb"))
+    with pytest.raises(RuntimeError):
+        with rendered_profile(environment, BUNDLED_PROJECT) as profile:
+            raise RuntimeError("boom")
+    assert not profile.profiles_dir.exists()
+
+
+def test_unknown_environment_lists_known_ones(registered):
+    with pytest.raises(UnknownEnvironment, match=r"unknown environment 'qa'; known environments: dev, local, prod, staging"):
+        load_environment("qa")
+
+
+@pytest.mark.parametrize("bad", ["", "a;b", "a b", "a.b", "a'b", 'a"b'])
+def test_unsafe_identifiers_rejected(bad):
+    with pytest.raises(Exception, match="unsafe schema"):
+        DbtEnvironment(adapter="duckdb", schema_name=bad)
+    with pytest.raises(Exception, match="unsafe catalog"):
+        DbtEnvironment(adapter="databricks", schema_name="ok", catalog=bad or "x y")
+    environment = DbtEnvironment(adapter="duckdb", schema_name="main")
+    with pytest.raises(UnsafeIdentifier):
+        with rendered_profile(environment, BUNDLED_PROJECT, schema=bad or "x;y"):
+            pass
+
+
+def test_registration_rejects_unknown_keys(tmp_path, monkeypatch):
+    path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(warehouse_size="XL"))
+    with pytest.raises(RegistrationError, match=r"environments\.dev\.warehouse_size: Extra inputs are not permitted"):
+        register(path)
+    path = _write_spec(tmp_path, lambda s: s.update(extras={}))
+    with pytest.raises(RegistrationError, match="extras"):
+        register(path)
+
+
+def test_registration_names_missing_variable(tmp_path, monkeypatch):
+    for key in SECRETS:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(RegistrationError, match="environment variable DATABRICKS_DEV_TOKEN is not set"):
+        register(DEFAULT_FILE)
+
+
+def test_registration_names_missing_credentials_block(tmp_path, monkeypatch, prefect_server):
+    monkeypatch.setenv("DATABRICKS_DEV_TOKEN", "x")
+    monkeypatch.setenv("DATABRICKS_PROD_CLIENT_SECRET", "x")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/x")
+    path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(credentials="nowhere-creds"))
+    with pytest.raises(RegistrationError, match="credentials block 'nowhere-creds', which is neither in the file nor registered"):
+        register(path)
+
+
+def test_registration_rejects_unsafe_schema(tmp_path, monkeypatch):
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(schema="analytics; drop table x"))
+    with pytest.raises(RegistrationError, match="unsafe schema"):
+        register(path)
+
+
+def test_cli_exits_non_zero_with_message(tmp_path, capsys, monkeypatch):
+    from blocks.register import main
+
+    for key in SECRETS:
+        monkeypatch.delenv(key, raising=False)
+    assert main(["--file", str(DEFAULT_FILE)]) == 2
+    assert "environment variable" in capsys.readouterr().err
+
+
+def test_databricks_environment_without_credentials_is_clear():
+    environment = DbtEnvironment(adapter="databricks", schema_name="analytics", catalog="main")
+    with pytest.raises(EnvironmentConfigError, match="has no credentials block"):
+        with rendered_profile(environment, BUNDLED_PROJECT):
+            pass
+
+
+def test_block_types_register_via_cli(prefect_server):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dbt Lakehouse Environment" in result.stdout

@@ -35,10 +35,15 @@ def _step(name: str):
         def run_step(run: ProductionRun, *args):
             if name in run.journal.done:
                 run.report.note(name, "skipped", "done in an earlier attempt of this run")
-                return run.journal.data.get(f"result:{name}")
+                return None
             try:
                 result = function(run, *args)
-            except BaseException:
+            except steps.StepFailed as failure:
+                run.report.record(name, failure.result)
+                run.journal.fail(name)
+                raise
+            except BaseException as error:
+                run.report.note(name, "failed", str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
                 run.journal.fail(name)
                 raise
             if isinstance(result, StepResult):
@@ -64,7 +69,7 @@ def source_freshness(run):
     return steps.source_freshness(run)
 
 
-@_step("freshness gate")
+@task(name="freshness gate", cache_policy=NO_CACHE)
 def freshness_gate(run, selection, freshness_checked: bool) -> Plan:
     return _journaled_plan(run, lambda: steps.apply_gate(run, selection, freshness_checked))
 

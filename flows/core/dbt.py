@@ -3,15 +3,21 @@
 dbt runs in-process through `dbtRunner`. The project is parsed once; every later
 command reuses that manifest, so a step costs only its own work. Node results come
 from dbt's own result objects, not from one Prefect call per node.
+
+`DbtProject` and `StepResult` are deliberately *not* dataclasses. Prefect walks every
+task parameter that is a dataclass, pydantic model or collection, field by field, to
+find upstream futures (twice per task call). A parsed manifest of 2,000 nodes took
+~5 s per walk, so passing a run that holds a project to a task cost ~10 s per task.
+Plain classes are leaves to that walk.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
@@ -19,6 +25,10 @@ from dbt.contracts.graph.manifest import Manifest
 from blocks.profile import RenderedProfile
 
 BUILDABLE = {"model", "seed", "snapshot"}
+# dbt matches every `--select` term against every node: an explicit list of N node
+# selectors costs O(N x nodes) (~14 us each: 2,000 of them on a 2,000-node project took
+# ~55 s). Above this many terms, checking a covering selector with one `ls` (~1 s) pays.
+EXPLICIT_SELECTION_LIMIT = 40
 
 
 class DbtCommandError(RuntimeError):
@@ -42,16 +52,24 @@ class NodeResult:
         return self.status in {"error", "fail", "runtime error"}
 
 
-@dataclass
 class StepResult:
-    """What one dbt command did."""
+    """What one dbt command did. A plain class so Prefect does not walk its run_results (see module doc)."""
 
-    command: str
-    success: bool
-    seconds: float
-    nodes: list[NodeResult] = field(default_factory=list)
-    skipped_reason: Optional[str] = None
-    run_results: Optional[dict] = None  # dbt's own run_results.json of this command
+    def __init__(self, command: str, success: bool, seconds: float, nodes: Optional[list[NodeResult]] = None,
+                 skipped_reason: Optional[str] = None, run_results: Optional[dict] = None):
+        self.command = command
+        self.success = success
+        self.seconds = seconds
+        self.nodes: list[NodeResult] = nodes if nodes is not None else []
+        self.skipped_reason = skipped_reason
+        self.run_results = run_results  # dbt's own run_results.json of this command
+
+    def __repr__(self) -> str:
+        state = f"skipped: {self.skipped_reason}" if self.skipped_reason else ("ok" if self.success else "failed")
+        return f"StepResult({self.command!r}, {state}, {self.seconds:.1f}s, {len(self.nodes)} nodes)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StepResult) and vars(self) == vars(other)
 
     def counts(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -90,21 +108,21 @@ def _node_result(result: Any, target_path: Path, project_name: str) -> NodeResul
     )
 
 
-@dataclass
 class DbtProject:
     """A dbt project bound to one rendered profile and one target path."""
 
-    project_dir: Path
-    profile: RenderedProfile
-    target_path: Path
-    vars: dict = field(default_factory=dict)
-    threads: Optional[int] = None
-    manifest: Optional[Manifest] = None
-
-    def __post_init__(self) -> None:
-        self.project_dir = Path(self.project_dir).resolve()
-        self.target_path = Path(self.target_path).resolve()
+    def __init__(self, project_dir: Path, profile: RenderedProfile, target_path: Path,
+                 vars: Optional[dict] = None, threads: Optional[int] = None, manifest: Optional[Manifest] = None):
+        self.project_dir = Path(project_dir).resolve()
+        self.profile = profile
+        self.target_path = Path(target_path).resolve()
         self.target_path.mkdir(parents=True, exist_ok=True)
+        self.vars = dict(vars or {})
+        self.threads = threads
+        self.manifest = manifest
+
+    def __repr__(self) -> str:
+        return f"DbtProject({str(self.project_dir)!r}, target={self.profile.target!r}, schema={self.profile.schema!r})"
 
     @property
     def project_name(self) -> str:
@@ -138,10 +156,16 @@ class DbtProject:
             self.parse()
         return dbtRunner(manifest=self.manifest).invoke(self._argv(command))
 
-    def run(self, command: list[str]) -> StepResult:
-        """Run one dbt command and collect its node results."""
+    def run(self, command: list[str], node_tasks: bool = False) -> StepResult:
+        """Run one dbt command and collect its node results.
+
+        node_tasks: run it through prefect-dbt's PrefectDbtRunner, which makes one Prefect
+        task run (and asset) per dbt node. Much slower on big projects; see bench/RESULTS.md.
+        """
+        # Not every command writes run_results.json: never read the one an earlier command left.
+        (self.target_path / "run_results.json").unlink(missing_ok=True)
         started = time.perf_counter()
-        result = self.raw_invoke(command)
+        result = self._invoke_with_node_tasks(command) if node_tasks else self.raw_invoke(command)
         seconds = time.perf_counter() - started
         if result.exception is not None:
             raise DbtCommandError(f"dbt {' '.join(command[:2])} failed: {result.exception}")
@@ -152,10 +176,29 @@ class DbtProject:
         run_results = self.artifact("run_results.json") if nodes else None
         return StepResult(" ".join(command), bool(result.success), seconds, nodes, run_results=run_results)
 
+    def _invoke_with_node_tasks(self, command: list[str]) -> Any:
+        # Imported here: prefect-dbt costs import time only to runs that ask for node tasks.
+        from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+        if self.manifest is None:
+            self.parse()
+        settings = PrefectDbtSettings(profiles_dir=self.profile.profiles_dir, project_dir=self.project_dir,
+                                      target_path=self.target_path)
+        # The runner reads our manifest for node configs and lineage; dbt itself still re-parses
+        # (partially) because the runner gives dbtRunner no manifest. Node failures come back as
+        # a failed result, like the plain path; only dbt's own errors raise.
+        runner = PrefectDbtRunner(manifest=self.manifest, settings=settings, raise_on_failure=False)
+        try:
+            return runner.invoke(self._argv(command))
+        except ValueError as error:
+            raise DbtCommandError(str(error)) from error
+
     def list_ids(self, select: list[str] | None = None, exclude: list[str] | None = None,
                  resource_types: tuple[str, ...] = (), extra: list[str] = ()) -> set[str]:
         """unique_ids that a selection resolves to, through dbt's own selector grammar."""
-        command = ["ls", "--output", "json", "--output-keys", "unique_id", "--quiet"]
+        # `--quiet` still prints every listed node; `--log-level none` keeps a 2,000-line
+        # listing off stdout, which halved the time of an `ls` on a 2,000-node project.
+        command = ["ls", "--output", "json", "--output-keys", "unique_id", "--log-level", "none"]
         if select:
             command += ["--select", *select]
         if exclude:
@@ -169,6 +212,37 @@ class DbtProject:
                 f"invalid selection (select={select}, exclude={exclude}): {result.exception or 'dbt ls failed'}"
             )
         return {json.loads(line)["unique_id"] for line in result.result or []}
+
+    def node_selector(self, unique_id: str) -> str:
+        """A selector matching exactly this node (models, seeds, snapshots, tests, unit tests)."""
+        node = self.manifest.nodes.get(unique_id) or self.manifest.unit_tests[unique_id]
+        return "fqn:" + ".".join(node.fqn)
+
+    def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
+        """`--select ... [--exclude ...]` that selects exactly `ids`, with as few selector terms as we can.
+
+        `covers` are selectors likely to match most of `ids` (a layer's own selector, say).
+        When one of them, plus or minus a few nodes, selects exactly `ids`, that is what we
+        send; otherwise one exact selector per node. The result is the same node set either way.
+        """
+        if self.manifest is None:
+            self.parse()
+        wanted = set(ids)
+        best = ["--select", *sorted(self.node_selector(i) for i in wanted)]
+        best_terms = len(wanted)
+        if best_terms <= EXPLICIT_SELECTION_LIMIT:
+            return best
+        for cover in covers:
+            matched = self.list_ids([cover])
+            sources = {u for u in matched if u.startswith("source.")}  # never built; fqn cannot name them
+            extra, surplus = wanted - matched, (matched - sources) - wanted
+            excluded = sorted(self.node_selector(i) for i in surplus) + (["source:*"] if sources - wanted else [])
+            terms = 1 + len(extra) + len(excluded)
+            if terms < best_terms:
+                best_terms = terms
+                best = ["--select", cover, *sorted(self.node_selector(i) for i in extra)]
+                best += ["--exclude", *excluded] if excluded else []
+        return best
 
     def artifact(self, name: str) -> Optional[dict]:
         path = self.target_path / name

@@ -6,6 +6,7 @@ functions so that the flow file reads like the runbook.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,12 +144,17 @@ def _common_flags(run: ProductionRun) -> list[str]:
 
 def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> StepResult:
     """Run a dbt command; on a flow retry of the step that failed, `dbt retry` it instead."""
-    retry_state = run.run_dir / "retry" / step.replace(" ", "-")
+    slug = step.replace(" ", "-")
+    retry_state = run.run_dir / "retry" / slug
     if run.journal.failed == step and (retry_state / "run_results.json").exists():
         get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
         result = project.run(["retry", "--state", str(retry_state)])
     else:
         result = project.run(command)
+    if result.run_results:
+        attempt = run.run_dir / "steps" / f"{slug}.attempt-{_attempt()}.json"
+        attempt.parent.mkdir(exist_ok=True)
+        attempt.write_text(json.dumps(result.run_results))
     if not result.success:
         retry_state.mkdir(parents=True, exist_ok=True)
         source = project.target_path / "run_results.json"
@@ -156,6 +162,13 @@ def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> Ste
             shutil.copy(source, retry_state / "run_results.json")
         raise StepFailed(step, result)
     return result
+
+
+def _attempt() -> int:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context.flow_run.run_count if context and context.flow_run else 1
 
 
 def seeds(run: ProductionRun, plan: Plan) -> StepResult:
@@ -300,8 +313,6 @@ def save_state(run: ProductionRun) -> Path:
 
 def _merged_run_results(run: ProductionRun) -> str:
     """All steps' results in one file, in dbt's own run_results schema, so `--state` can read it."""
-    import json
-
     steps = [r.run_results for r in run.report.results if r.run_results]
     if not steps:
         return json.dumps({"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json"},

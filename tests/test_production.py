@@ -1,0 +1,205 @@
+"""The production runbook on the bundled project, a failing fixture project, and a second stock project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.core.artifacts import artifact_key
+from flows.production import production_run
+from land import land_new_data
+
+from conftest import BUNDLED_PROJECT
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, landed_template, prefect_server):
+    home = tmp_path_factory.mktemp("production-home")
+    shutil.copy(landed_template, home / "warehouse.duckdb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def full_run(home):
+    state = production_run(environment="local", return_state=True)
+    assert state.is_completed(), state.message
+    return state
+
+
+def _query(home: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(home / "warehouse.duckdb")) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def _latest(home: Path, name: str) -> dict:
+    return json.loads((home / "state" / "local" / "latest" / name).read_text())
+
+
+def _rebuilt(home: Path) -> set[str]:
+    return {
+        r["unique_id"] for r in _latest(home, "run_results.json")["results"]
+        if r["unique_id"].split(".")[0] in {"model", "seed", "snapshot"} and r["status"] == "success"
+    }
+
+
+def test_full_run_leaves_tables_snapshots_docs_state_and_artifacts(home, full_run):
+    manifest = _latest(home, "manifest.json")
+    models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    live = {name for (name,) in _query(home, "select table_name from information_schema.tables "
+                                             "where table_schema in ('main', 'main_finance')")}
+    assert models <= live
+    assert _query(home, "select count(*) from main.fct_orders")[0][0] == 2000
+    assert _query(home, "select count(*) from main_snapshots.snap_customers")[0][0] == 300
+    assert (home / "state" / "local" / "latest" / "docs" / "static_index.html").stat().st_size > 10_000
+    for name in ("manifest.json", "sources.json", "run_results.json"):
+        assert (home / "state" / "local" / "latest" / name).exists()
+    with get_client(sync_client=True) as client:
+        for what in ("run-summary", "model-timings", "docs"):
+            artifact = client.read_latest_artifacts()
+            keys = {a.key for a in artifact}
+            assert artifact_key("local", what) in keys, keys
+        summary = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "run-summary"))
+    assert "build staging" in summary.data and "raw.orders" in summary.data
+
+
+def test_nothing_fresher_builds_nothing(home, full_run):
+    state = production_run(environment="local", return_state=True)
+    assert state.is_completed() and state.message == "nothing to rebuild"
+
+
+def test_landing_one_source_rebuilds_exactly_its_downstream(home, full_run):
+    land_new_data(home / "warehouse.duckdb", "orders", rows=10)
+    state = production_run(environment="local", return_state=True)
+    assert state.is_completed(), state.message
+    manifest = _latest(home, "manifest.json")
+    downstream, frontier = set(), ["source.lakehouse.raw.orders"]
+    while frontier:
+        for child in manifest["child_map"].get(frontier.pop(), []):
+            if child not in downstream:
+                downstream.add(child)
+                frontier.append(child)
+    expected = {u for u in downstream if u.split(".")[0] in {"model", "seed", "snapshot"}}
+    assert _rebuilt(home) == expected
+    assert _query(home, "select count(*) from main.fct_orders")[0][0] == 2010
+
+
+# --- a project whose staging test fails, then is fixed and retried ------------------------------
+
+FIXTURE_PROJECT = {
+    "dbt_project.yml": """
+        name: fixture
+        version: "1.0"
+        profile: fixture
+        models:
+          fixture:
+            +materialized: table
+            staging:
+              +materialized: view  # so fixing the landed data fixes what the staging test reads
+    """,
+    "models/staging/_staging.yml": """
+        version: 2
+        sources:
+          - name: landing
+            schema: landing
+            tables: [{name: people}, {name: places}]
+        models:
+          - name: stg_people
+            columns: [{name: place_id, data_tests: [not_null]}]
+          - name: stg_places
+            columns: [{name: place_id, data_tests: [unique]}]
+    """,
+    "models/staging/stg_people.sql": "select * from {{ source('landing', 'people') }}",
+    "models/staging/stg_places.sql": "select * from {{ source('landing', 'places') }}",
+    "models/intermediate/int_people_places.sql":
+        "select p.person_id, l.name from {{ ref('stg_people') }} p join {{ ref('stg_places') }} l using (place_id)",
+    "models/marts/fct_people.sql": "select count(*) as people from {{ ref('int_people_places') }}",
+}
+
+
+def _write_project(root: Path, files: dict[str, str]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(content).lstrip())
+    return root
+
+
+def _land_fixture(warehouse: Path, broken: bool) -> None:
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("create schema if not exists landing")
+        connection.execute("create or replace table landing.places as select * from (values (1, 'Utrecht'), (2, 'Gent')) t(place_id, name)")
+        connection.execute(f"create or replace table landing.people as select * from (values (1, 1), (2, {'null' if broken else 2})) t(person_id, place_id)")
+
+
+def _retry_same_flow_run(flow_run_id):
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(), force=True)
+        flow_run = client.read_flow_run(flow_run_id)
+    return run_flow(production_run, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+
+
+def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_failures(lakehouse_home, tmp_path):
+    project = _write_project(tmp_path / "fixture", FIXTURE_PROJECT)
+    warehouse = lakehouse_home / "warehouse.duckdb"
+    _land_fixture(warehouse, broken=True)
+    state = production_run(environment="local", project_dir=str(project), publish=False, return_state=True)
+    assert state.is_failed() and "not_null_stg_people_place_id" in state.message
+    tables = {t for (t,) in _query(lakehouse_home, "select table_name from information_schema.tables")}
+    assert "int_people_places" not in tables and "fct_people" not in tables
+    with get_client(sync_client=True) as client:
+        summary = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "run-summary"))
+        failures = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "failures"))
+    assert "not_null_stg_people_place_id" in summary.data and "compiled" in failures.data
+
+    _land_fixture(warehouse, broken=False)
+    flow_run_id = state.state_details.flow_run_id
+    retried = _retry_same_flow_run(flow_run_id)
+    assert retried.is_completed(), retried.message
+    run_dir = lakehouse_home / "work" / "local" / "runs" / str(flow_run_id)
+    first = json.loads((run_dir / "steps" / "build-staging.attempt-1.json").read_text())
+    second = json.loads((run_dir / "steps" / "build-staging.attempt-2.json").read_text())
+    redo = {r["unique_id"] for r in first["results"] if r["status"] in {"error", "fail", "skipped"}}
+    assert {r["unique_id"] for r in second["results"]} == redo
+    assert any("not_null_stg_people_place_id" in u for u in redo)
+    assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
+
+
+# --- a second stock project: its own layout, no intermediate folder, no sources ----------------
+
+STOCK_PROJECT = {
+    "dbt_project.yml": """
+        name: shop
+        version: "1.0"
+        profile: shop
+    """,
+    "seeds/currencies.csv": "code,rate\nEUR,1.0\nUSD,0.9\n",
+    "models/base/base_sales.sql": "select 1 as sale_id, 'EUR' as code, 10.0 as amount union all select 2, 'USD', 20.0",
+    "models/base/schema.yml": """
+        version: 2
+        models:
+          - name: base_sales
+            columns: [{name: sale_id, data_tests: [unique, not_null]}]
+    """,
+    "models/reporting/sales_in_eur.sql": """
+        select s.sale_id, s.amount * c.rate as amount_eur
+        from {{ ref('base_sales') }} s join {{ ref('currencies') }} c using (code)
+    """,
+}
+
+
+def test_runs_unchanged_on_another_stock_project(lakehouse_home, tmp_path):
+    project = _write_project(tmp_path / "shop", STOCK_PROJECT)
+    state = production_run(environment="local", project_dir=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    assert _query(lakehouse_home, "select sum(amount_eur) from main.sales_in_eur") == [(28.0,)]

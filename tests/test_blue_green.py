@@ -1,0 +1,172 @@
+"""Blue-green on DuckDB for real: versions, snapshots and incrementals across them, rollback, prune,
+failed builds and audits that leave live untouched, and an atomic flip under a concurrent reader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flows.blue_green import list_versions, prune_versions, rollback
+from flows.core.state_store import StateStore
+from flows.core.versions import Version, VersionError, VersionRegistry, make_live
+from flows.core.warehouse import DuckDBWarehouse
+from flows.production import production_run
+from land import land_new_data
+from prefect.filesystems import LocalFileSystem
+
+LIVE_SCHEMAS = ("main", "main_finance")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, landed_template, prefect_server):
+    home = tmp_path_factory.mktemp("blue-green-home")
+    shutil.copy(landed_template, home / "warehouse.duckdb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        yield home
+
+
+def _sql(home: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(home / "warehouse.duckdb")) as connection:
+        return connection.execute(sql).fetchall()
+
+
+def _live_data(home: Path) -> dict[str, str]:
+    """A fingerprint of every live relation's rows."""
+    names = _sql(home, "select table_schema, table_name from information_schema.tables "
+                       f"where table_schema in {LIVE_SCHEMAS} order by 1, 2")
+    return {
+        f"{schema}.{name}": _sql(home, f'select count(*) || \':\' || coalesce(sum(hash(t::varchar)), 0) from "{schema}"."{name}" t')[0][0]
+        for schema, name in names
+    }
+
+
+def _change_customer(home: Path, email: str) -> None:
+    _sql(home, f"update raw.customers set email = '{email}', updated_at = now()::timestamp + interval 1 second, "
+               "_loaded_at = now()::timestamp where customer_id = 1")
+
+
+def _live_id(home: Path) -> str:
+    return json.loads((home / "state" / "local" / "versions.json").read_text())["live"]
+
+
+def _run(**parameters):
+    state = production_run(environment="local", return_state=True, **parameters)
+    return state
+
+
+@pytest.fixture(scope="module")
+def three_versions(home):
+    versions = []
+    for step in range(3):
+        if step:
+            _change_customer(home, f"changed-{step}@example.com")
+            land_new_data(home / "warehouse.duckdb", "orders", rows=25)
+        state = _run()
+        assert state.is_completed(), state.message
+        versions.append(_live_id(home))
+    return versions
+
+
+def test_snapshot_keeps_history_and_incremental_keeps_rows_across_versions(home, three_versions):
+    assert len(set(three_versions)) == 3
+    history = _sql(home, "select email from main_snapshots.snap_customers where customer_id = 1 order by dbt_valid_from")
+    assert len(history) == 3 and history[-1][0] == "changed-2@example.com"
+    assert _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+    first_version_schema = f"main__{three_versions[0]}"
+    kept = _sql(home, f"select count(*) from main.fct_orders where order_id in "
+                      f"(select order_id from {first_version_schema}.fct_orders)")[0][0]
+    assert kept == 2000
+
+
+def test_rollback_and_prune(home, three_versions):
+    v1, v2, v3 = three_versions
+    rollback(environment="local")
+    assert _live_id(home) == v2 and _sql(home, "select count(*) from main.fct_orders")[0][0] == 2025
+    assert len(_sql(home, "select * from main_snapshots.snap_customers where customer_id = 1")) == 3
+    rollback(environment="local", to_version=v3)
+    assert _live_id(home) == v3 and _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+
+    assert prune_versions(environment="local", keep=2) == [v1]
+    listing = {v["version"]: v["status"] for v in list_versions(environment="local")}
+    assert listing == {v1: "pruned", v2: "published", v3: "published"}
+    with pytest.raises(VersionError, match=rf"{v1}.*was pruned; versions that exist: {v2}, {v3} \(live\)"):
+        rollback(environment="local", to_version=v1)
+    with pytest.raises(VersionError, match=r"'v-nope'.*is unknown; versions that exist"):
+        rollback(environment="local", to_version="v-nope")
+    assert _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+
+
+def test_failing_test_in_new_version_leaves_live_untouched(home, three_versions):
+    before, live_before = _live_data(home), _live_id(home)
+    _sql(home, "insert into raw.orders select * replace (null as customer_id, order_id + 1000000 as order_id, "
+               "now()::timestamp as _loaded_at) from raw.orders limit 1")
+    try:
+        state = _run()
+        assert state.is_failed() and "not_null" in state.message
+    finally:
+        _sql(home, "delete from raw.orders where order_id > 1000000")
+    assert _live_data(home) == before and _live_id(home) == live_before
+    registry = json.loads((home / "state" / "local" / "versions.json").read_text())
+    failed = [v for v in registry["versions"] if v["status"] == "failed"]
+    assert failed and not _sql(home, f"select schema_name from information_schema.schemata "
+                                     f"where schema_name like 'main__{failed[-1]['id']}%'")
+
+
+def test_audit_refuses_a_shrinking_relation(home, three_versions):
+    before, live_before = _live_data(home), _live_id(home)
+    _sql(home, "create table raw.order_items_backup as select * from raw.order_items")
+    _sql(home, "delete from raw.order_items where order_item_id % 5 <> 0")
+    try:
+        state = _run(freshness_gate=False)
+        assert state.is_failed() and "audit refused the flip" in state.message and "shrank" in state.message
+        assert _live_data(home) == before and _live_id(home) == live_before
+    finally:
+        _sql(home, "delete from raw.order_items; insert into raw.order_items select * from raw.order_items_backup; "
+                   "drop table raw.order_items_backup")
+
+
+def test_flip_of_200_views_is_atomic_for_a_concurrent_reader(tmp_path):
+    path = str(tmp_path / "flip.duckdb")
+    warehouse = DuckDBWarehouse(path)
+    names = [f"model_{i:03d}" for i in range(200)]
+    setup = ["create schema live", "create schema live__v1", "create schema live__v2"]
+    for name in names:
+        setup += [f"create table live__v1.{name} as select 1 as version", f"create table live__v2.{name} as select 2 as version"]
+    warehouse.execute_all(setup)
+    registry = VersionRegistry(StateStore(LocalFileSystem(basepath=str(tmp_path / "state")), "flip"))
+    versions = {
+        v: Version(v, "now", None, "ready", relations={f"live.{n}": f"live__{v}.{n}" for n in names}) for v in ("v1", "v2")
+    }
+    make_live(warehouse, registry, versions["v1"])
+    probe = " union all ".join(f"select version from live.{name}" for name in names)
+    seen, errors, stop = [], [], threading.Event()
+
+    def reader():
+        connection = duckdb.connect(path)
+        while not stop.is_set():
+            try:
+                seen.append(frozenset(v for (v,) in connection.execute(probe).fetchall()))
+            except Exception as error:  # noqa: BLE001 - any error is a failure of the flip
+                errors.append(error)
+        connection.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.3)
+    started = time.perf_counter()
+    make_live(warehouse, registry, versions["v2"])
+    flip_seconds = time.perf_counter() - started
+    time.sleep(0.3)
+    stop.set()
+    thread.join()
+    print(f"\nflip of {len(names)} views: {flip_seconds * 1000:.0f} ms; reader queries during the test: {len(seen)}")
+    assert not errors, errors[:3]
+    assert all(len(versions_seen) == 1 for versions_seen in seen), "a reader saw two versions at once"
+    assert frozenset({1}) in seen and frozenset({2}) in seen

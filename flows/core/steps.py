@@ -18,7 +18,7 @@ from flows.core.freshness import gate_selectors, raise_if_stale, read_report, so
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
 from flows.core.versions import (
-    AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live,
+    AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live, prune,
     published_relations,
 )
 from flows.core.warehouse import Relation, warehouse_for
@@ -265,8 +265,10 @@ def publish(run: ProductionRun, plan: Plan) -> str:
         )
     registry.mark(run.version, "ready")
     statements = make_live(warehouse, registry, version)
+    pruned = prune(warehouse, registry, run.environment.schema_name, run.environment.blue_green.keep_versions)
     run.report.versions = registry.listing()
-    return f"version {run.version} is live ({len(changes)} relations rebuilt, {statements} statements)"
+    note = f"; pruned {', '.join(pruned)}" if pruned else ""
+    return f"version {run.version} is live ({len(changes)} relations rebuilt, {statements} statements{note})"
 
 
 def discard_version(run: ProductionRun, reason: str) -> None:

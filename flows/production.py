@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, Optional, get_args
 
+import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -214,31 +214,37 @@ def _docs_url(run: ProductionRun) -> Optional[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.production", description=production_run.description)
-    parser.add_argument("--environment", default="local", choices=get_args(EnvironmentName))
-    parser.add_argument("--project-dir", default=None)
-    parser.add_argument("--select", nargs="*", default=[])
-    parser.add_argument("--exclude", nargs="*", default=[])
-    parser.add_argument("--vars", default="{}", help="dbt vars as a JSON or YAML mapping")
-    parser.add_argument("--full-refresh", action="store_true")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--no-freshness-gate", dest="freshness_gate", action="store_false")
-    parser.add_argument("--no-snapshots", dest="run_snapshots", action="store_false")
-    parser.add_argument("--no-docs", dest="generate_docs", action="store_false")
-    parser.add_argument("--no-publish", dest="publish", action="store_false")
-    parser.add_argument("--no-fail-fast", dest="fail_fast", action="store_false")
-    parser.add_argument("--node-tasks", action="store_true")
-    parser.add_argument("--allow-shrink", action="store_true")
-    parser.add_argument("--keep-failed-version", action="store_true")
-    args = parser.parse_args(argv)
-    import yaml
+    """`python -m flows.production`: the flow from a shell, options mapping to its parameters."""
+    from prefect.utilities.callables import parameter_docstrings
 
-    vars_ = yaml.safe_load(args.vars) if args.vars else {}
-    if not isinstance(vars_, dict):
-        parser.error(f"--vars must be a mapping, got {type(vars_).__name__}: {args.vars!r}")
-    parameters = {k: v for k, v in vars(args).items() if k != "vars"} | {"vars": vars_}
+    docs = parameter_docstrings(production_run.fn.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m flows.production",
+                                     description=production_run.fn.__doc__.splitlines()[0])
+    def option(flag: str, name: str, **kw) -> None:
+        help_text = docs.get(name, "")
+        parser.add_argument(flag, dest=name, help=f"turn off: {help_text}" if flag.startswith("--no-") else help_text, **kw)
+
+    option("--environment", "environment", default="local", choices=get_args(EnvironmentName))
+    option("--project-dir", "project_dir", default=None)
+    option("--select", "select", nargs="*", default=[])
+    option("--exclude", "exclude", nargs="*", default=[])
+    option("--vars", "vars", default="{}", metavar="YAML")
+    option("--threads", "threads", type=int, default=None)
+    for name in ("full_refresh", "node_tasks", "allow_shrink", "keep_failed_version"):
+        option("--" + name.replace("_", "-"), name, action="store_true")
+    for name in ("freshness_gate", "run_snapshots", "generate_docs", "publish", "fail_fast"):
+        flag = {"run_snapshots": "snapshots", "generate_docs": "docs"}.get(name, name)
+        option("--no-" + flag.replace("_", "-"), name, action="store_false")
+    args = parser.parse_args(argv)
+    parameters = vars(args)
+    try:
+        parameters["vars"] = yaml.safe_load(args.vars) or {}
+    except yaml.YAMLError as error:
+        parser.error(f"--vars is not valid YAML/JSON: {error}")
+    if not isinstance(parameters["vars"], dict):
+        parser.error(f"--vars must be a mapping, got {type(parameters['vars']).__name__}: {args.vars!r}")
     state = production_run(**parameters, return_state=True)
-    print(f"production_run: {state.name}: {state.message or ''}".rstrip(": "))
+    print(f"production_run: {state.name}" + (f": {state.message}" if state.message else ""))
     return 0 if state.is_completed() else 1
 
 

@@ -109,6 +109,16 @@ def landed_template(tmp_path_factory) -> Path:
     return warehouse
 
 
+@pytest.fixture(scope="module")
+def module_home(tmp_path_factory, landed_template, prefect_server) -> Path:
+    """$LAKEHOUSE_HOME with raw data landed, shared by one test module's chain of runs."""
+    home = tmp_path_factory.mktemp("lakehouse-module")
+    shutil.copy(landed_template, home / "warehouse.duckdb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        yield home
+
+
 @pytest.fixture
 def lakehouse_home(tmp_path, monkeypatch) -> Path:
     """An empty $LAKEHOUSE_HOME for one test."""

@@ -4,7 +4,6 @@ failed builds and audits that leave live untouched, and an atomic flip under a c
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -24,12 +23,8 @@ LIVE_SCHEMAS = ("main", "main_finance")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, landed_template, prefect_server):
-    home = tmp_path_factory.mktemp("blue-green-home")
-    shutil.copy(landed_template, home / "warehouse.duckdb")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LAKEHOUSE_HOME", str(home))
-        yield home
+def home(module_home):
+    return module_home
 
 
 def _sql(home: Path, sql: str) -> list[tuple]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -19,12 +18,8 @@ from conftest import BUNDLED_PROJECT
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, landed_template, prefect_server):
-    home = tmp_path_factory.mktemp("production-home")
-    shutil.copy(landed_template, home / "warehouse.duckdb")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LAKEHOUSE_HOME", str(home))
-        yield home
+def home(module_home):
+    return module_home
 
 
 @pytest.fixture(scope="module")

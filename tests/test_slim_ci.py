@@ -1,0 +1,187 @@
+"""Slim CI on DuckDB against a real production run: only what changed is built, parents come
+from prod through defer, prod is untouched, and a closed PR leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from prefect.artifacts import Artifact
+
+from flows.core.slim_ci import ci_work_dir, is_pr_schema, pr_schema
+from flows.production import production_run
+from flows.slim_ci import build_parser, drop_ci_schema, slim_ci
+from blocks.environment import builtin_local
+
+BUNDLED_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
+PR = 7
+CHANGED = "model.lakehouse.stg_customers"
+PROD_SCHEMAS = "table_schema in ('main', 'main_finance', 'main_snapshots') or table_schema like 'main\\_\\_v%' escape '\\'"
+
+
+def _sql(warehouse: Path, statement: str) -> list[tuple]:
+    with duckdb.connect(str(warehouse)) as connection:
+        return connection.execute(statement).fetchall()
+
+
+def prod_fingerprint(warehouse: Path) -> dict[str, tuple]:
+    """Every prod relation: its kind, row count, a hash of its rows and, for views, their SQL."""
+    with duckdb.connect(str(warehouse)) as connection:
+        relations = connection.execute(
+            f"select table_schema, table_name, table_type from information_schema.tables where {PROD_SCHEMAS}"
+        ).fetchall()
+        views = dict(connection.execute(
+            "select schema_name || '.' || view_name, sql from duckdb_views() where not internal").fetchall())
+        prints = {}
+        for schema, name, kind in relations:
+            count, digest = connection.execute(
+                f'select count(*), coalesce(sum(hash(t)), 0)::varchar from "{schema}"."{name}" as t').fetchone()
+            prints[f"{schema}.{name}"] = (kind, count, digest, views.get(f"{schema}.{name}"))
+    return prints
+
+
+def schemas(warehouse: Path) -> set[str]:
+    return {row[0] for row in _sql(warehouse, "select schema_name from information_schema.schemata")}
+
+
+def downstream_models(manifest: dict, start: str) -> set[str]:
+    """`start` and everything built from it, from the manifest's child map (independently of dbt's selectors)."""
+    seen, stack = {start}, [start]
+    while stack:
+        for child in manifest["child_map"].get(stack.pop(), []):
+            if child.split(".")[0] in {"model", "seed"} and child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def prod_home(tmp_path_factory, landed_template, prefect_server):
+    """One production run of the bundled project: live views, versioned schemas, saved state."""
+    home = tmp_path_factory.mktemp("slim-ci") / "lakehouse"
+    home.mkdir()
+    shutil.copy(landed_template, home / "warehouse.duckdb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        state = production_run(environment="local", return_state=True)
+        assert state.is_completed(), state.message
+        yield home
+
+
+@pytest.fixture(scope="module")
+def pr_run(prod_home, tmp_path_factory):
+    """PR #7 adds a column to stg_customers; its slim CI runs once for the tests below."""
+    project = tmp_path_factory.mktemp("pr") / "dbt_project"
+    shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    model = project / "models" / "staging" / "stg_customers.sql"
+    model.write_text(model.read_text().replace(
+        "        _loaded_at\n", "        _loaded_at,\n        length(email) as email_length\n"))
+    warehouse = prod_home / "warehouse.duckdb"
+    # A stale copy of an unchanged parent, as an earlier push of the PR could leave:
+    # --favor-state must still read prod's live relation, never this.
+    _sql(warehouse, f"create schema {pr_schema('main', PR)}; "
+                    f"create table {pr_schema('main', PR)}.int_customer_orders as select 1 as stale")
+    before = prod_fingerprint(warehouse)
+    outcome = slim_ci(pr_number=PR, environment="local", base_environment="local", project_dir=str(project))
+    target = ci_work_dir(builtin_local(), PR) / "target"
+    return {"outcome": outcome, "before": before, "after": prod_fingerprint(warehouse), "target": target,
+            "warehouse": warehouse, "run_results": json.loads((target / "run_results.json").read_text()),
+            "prod_manifest": json.loads((prod_home / "state" / "local" / "latest" / "manifest.json").read_text())}
+
+
+def test_builds_exactly_the_change_and_downstream(pr_run):
+    built = {r["unique_id"] for r in pr_run["run_results"]["results"]
+             if r["unique_id"].split(".")[0] in {"model", "seed", "snapshot"}}
+    assert built == downstream_models(pr_run["prod_manifest"], CHANGED)
+    assert built == {CHANGED, "model.lakehouse.dim_customers", "model.lakehouse.dim_customers_masked"}
+    assert {r["status"] for r in pr_run["run_results"]["results"]} <= {"success", "pass", "no-op"}  # no-op: the exposure
+    assert any(r["unique_id"].startswith("test.") for r in pr_run["run_results"]["results"])
+    assert pr_run["outcome"].startswith("passed: 3 built")
+
+
+def test_unchanged_parents_resolve_to_prod_live(pr_run):
+    compiled = (pr_run["target"] / "compiled" / "lakehouse" / "models" / "marts" / "dim_customers.sql").read_text()
+    assert '"main_pr_7"."stg_customers"' in compiled  # the changed model, as the PR built it
+    assert '"main"."int_customer_orders"' in compiled  # unchanged: prod live view, not the stale PR copy
+    assert '"main"."country_codes"' in compiled
+    columns = {r[0] for r in _sql(pr_run["warehouse"], "select column_name from information_schema.columns "
+                                  "where table_schema = 'main_pr_7' and table_name = 'stg_customers'")}
+    assert "email_length" in columns
+    assert "main_pr_7_snapshots" not in schemas(pr_run["warehouse"])  # snapshots never run in CI
+
+
+def test_prod_is_untouched(pr_run):
+    assert pr_run["before"], "the production run left no prod relations to compare"
+    assert pr_run["after"] == pr_run["before"]
+
+
+def test_report_lists_changed_built_and_deferred(pr_run):
+    artifact = Artifact.get(f"dbt-local-slim-ci-pr-{PR}")
+    report = artifact.data
+    changed, deferred = report.split("## Changed")[1].split("## Built downstream")[0], report.split("## Deferred")[1]
+    assert "stg_customers" in changed and "dim_customers" not in changed
+    assert "dim_customers_masked" in report.split("## Built downstream")[1].split("## Deferred")[0]
+    for parent, relation in [("int_customer_orders", '"main"."int_customer_orders"'),
+                             ("country_codes", '"main"."country_codes"'), ("fct_orders", '"main"."fct_orders"')]:
+        assert parent in deferred and relation in deferred
+    assert "passed" in changed  # test results next to each model
+
+
+def test_drop_ci_schema_removes_only_the_pr_and_is_idempotent(pr_run, caplog):
+    warehouse = pr_run["warehouse"]
+    # An earlier push built a finance model; PR #71 shares the digits but is another PR.
+    _sql(warehouse, "create schema main_pr_7_finance; create table main_pr_7_finance.fct_revenue as select 1 as x; "
+                    "create schema main_pr_71; create table main_pr_71.keep_me as select 1 as x")
+    assert drop_ci_schema(pr_number=PR, environment="local") == ["main_pr_7", "main_pr_7_finance"]
+    left = schemas(warehouse)
+    assert not {s for s in left if is_pr_schema(s, "main", PR)}
+    assert "main_pr_71" in left
+    assert prod_fingerprint(warehouse) == pr_run["before"]
+    with caplog.at_level(logging.INFO, logger="prefect"):
+        assert drop_ci_schema(pr_number=PR, environment="local") == []
+    assert "nothing to drop" in caplog.text
+
+
+def test_no_base_state_falls_back_to_a_full_build(landed_home, caplog):
+    with caplog.at_level(logging.INFO, logger="prefect"):
+        outcome = slim_ci(pr_number=8, environment="local", base_environment="local")
+    assert "falling back to a FULL BUILD" in caplog.text
+    assert outcome.startswith("passed")
+    built = {r[0] for r in _sql(landed_home / "warehouse.duckdb",
+                                "select table_name from information_schema.tables where table_schema = 'main_pr_8'")}
+    assert {"stg_customers", "fct_orders", "dim_customers_masked"} <= built
+    assert "dim_customers_history" not in built  # reads a snapshot, which CI never takes
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_bad_pr_number_fails_before_any_work(bad, lakehouse_home):
+    with pytest.raises(Exception, match="greater than 0"):
+        slim_ci(pr_number=bad, environment="local", base_environment="local")
+    assert not (lakehouse_home / "warehouse.duckdb").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--pr-number", str(bad)])
+
+
+def test_pr_schema_prefixes_do_not_collide():
+    assert is_pr_schema("main_pr_1", "main", 1) and is_pr_schema("main_pr_1_finance", "main", 1)
+    assert not is_pr_schema("main_pr_12", "main", 1) and not is_pr_schema("main_pr_12_finance", "main", 1)
+    with pytest.raises(ValueError, match="positive integer"):
+        pr_schema("main", 0)
+
+
+def test_a_failing_test_fails_the_check_and_is_reported(prod_home, tmp_path):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    model = project / "models" / "staging" / "stg_customers.sql"
+    model.write_text(model.read_text().replace("        customer_id,\n", "        null::integer as customer_id,\n", 1))
+    before = prod_fingerprint(prod_home / "warehouse.duckdb")
+    state = slim_ci(pr_number=9, environment="local", base_environment="local", project_dir=str(project),
+                    return_state=True)
+    assert state.is_failed() and "not_null_stg_customers_customer_id" in state.message
+    failures = Artifact.get("dbt-local-slim-ci-pr-9").data.split("## Failures")[1]
+    assert "not_null_stg_customers_customer_id" in failures and "compiled SQL" in failures
+    assert prod_fingerprint(prod_home / "warehouse.duckdb") == before

@@ -186,6 +186,12 @@ STOCK_PROJECT = {
           - name: base_sales
             columns: [{name: sale_id, data_tests: [unique, not_null]}]
     """,
+    "snapshots/sales_history.yml": """
+        snapshots:
+          - name: sales_history
+            relation: ref('base_sales')
+            config: {schema: snapshots, unique_key: sale_id, strategy: check, check_cols: all}
+    """,
     "models/reporting/sales_in_eur.sql": """
         select s.sale_id, s.amount * c.rate as amount_eur
         from {{ ref('base_sales') }} s join {{ ref('currencies') }} c using (code)
@@ -198,3 +204,7 @@ def test_runs_unchanged_on_another_stock_project(lakehouse_home, tmp_path):
     state = production_run(environment="local", project_dir=str(project), return_state=True)
     assert state.is_completed(), state.message
     assert _query(lakehouse_home, "select sum(amount_eur) from main.sales_in_eur") == [(28.0,)]
+    # a snapshot of a model keeps its history outside the versions, like every snapshot
+    assert _query(lakehouse_home, "select count(*) from main_snapshots.sales_history") == [(2,)]
+    assert not _query(lakehouse_home, "select 1 from information_schema.tables where table_name = 'sales_history' "
+                                      "and table_schema <> 'main_snapshots'")

@@ -194,7 +194,18 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
         command.append("--fail-fast")
     if run.blue_green or not run.options.run_snapshots:
         command += ["--exclude", "resource_type:snapshot"]
-    return _dbt_step(run, f"build {stage.name}", run.build, command)
+    result = _dbt_step(run, f"build {stage.name}", run.build, command)
+    model_snapshots = {u for u in stage.nodes if u.startswith("snapshot.")}
+    if run.blue_green and run.options.run_snapshots and model_snapshots:
+        # A snapshot of a model keeps its history in the unversioned schema, like every snapshot;
+        # it reads the model from the version just built and tested (favor the version's manifest).
+        taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, [
+            "snapshot", "--select", *_selectors(run, model_snapshots),
+            "--defer", "--favor-state", "--defer-state", str(run.build.target_path),
+        ])
+        result.nodes += taken.nodes
+        result.seconds += taken.seconds
+    return result
 
 
 def docs(run: ProductionRun) -> StepResult:

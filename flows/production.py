@@ -50,7 +50,10 @@ def _step(name: str):
                 run.report.record(name, result)
             run.journal.complete(name)
             return result
-        return run_step
+
+        def call(run: ProductionRun, *args):
+            return run_step.with_options(timeout_seconds=run.environment.step_timeout_seconds)(run, *args)
+        return call
     return wrap
 
 

@@ -59,7 +59,13 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
     if environment.catalog:
         target["catalog"] = environment.catalog
     secrets: dict[str, str] = {}
-    if credentials.client_id and credentials.client_secret:
+    if credentials.client_id and credentials.client_secret and credentials.tenant_id:
+        # An Azure Entra service principal: dbt-databricks' azure_* keys, tenant from ARM_TENANT_ID.
+        target.update(auth_type="oauth", azure_client_id=credentials.client_id,
+                      azure_client_secret="{{ env_var('%s') }}" % CLIENT_SECRET_VAR)
+        secrets[CLIENT_SECRET_VAR] = _secret(credentials.client_secret)
+        secrets["ARM_TENANT_ID"] = credentials.tenant_id
+    elif credentials.client_id and credentials.client_secret:
         target.update(auth_type="oauth", client_id=credentials.client_id,
                       client_secret="{{ env_var('%s') }}" % CLIENT_SECRET_VAR)
         secrets[CLIENT_SECRET_VAR] = _secret(credentials.client_secret)

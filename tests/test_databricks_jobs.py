@@ -1,9 +1,8 @@
 """The Databricks job flow against a stand-in for the Databricks Jobs API 2.1 (respx).
 
-Only Databricks' HTTP API is faked: `runs/submit`, `runs/get`, `runs/get-output` and `runs/cancel`,
-answering in their documented shapes and checking every submitted body against the documented
-request schema. The flow itself runs for real on the session's Prefect server, with the
-environment saved as a real block.
+Only Databricks' HTTP API is faked: `runs/submit`, `runs/get`, `runs/get-output` and `runs/cancel`, answering
+in their documented shapes and checking every submitted body against the documented request schema.
+The flow itself runs for real on the session's Prefect server, with the environment saved as a real block.
 """
 
 from __future__ import annotations

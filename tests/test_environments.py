@@ -197,3 +197,25 @@ def test_block_types_register_via_cli(prefect_server):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dbt Lakehouse Environment" in result.stdout
+
+
+def test_azure_service_principal_profile_parses(tmp_path, capfd):
+    from prefect_databricks import DatabricksCredentials
+
+    environment = DbtEnvironment(
+        adapter="databricks", schema_name="analytics", catalog="main", http_path="/sql/1.0/warehouses/abc",
+        databricks_credentials=DatabricksCredentials(
+            databricks_instance="adb-1.azuredatabricks.net", client_id="app-id", client_secret=OAUTH_CANARY,
+            tenant_id="tenant-guid"),
+    )
+    with rendered_profile(environment, BUNDLED_PROJECT) as profile:
+        text = (profile.profiles_dir / "profiles.yml").read_text()
+        assert "azure_client_id: app-id" in text and OAUTH_CANARY not in text
+        assert os.environ["ARM_TENANT_ID"] == "tenant-guid"
+        result = dbtRunner().invoke([
+            "parse", "--project-dir", str(BUNDLED_PROJECT), "--profiles-dir", str(profile.profiles_dir),
+            "--target", profile.target, "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path),
+        ])
+        assert result.success, result.exception
+    assert "ARM_TENANT_ID" not in os.environ
+    assert OAUTH_CANARY not in capfd.readouterr().out

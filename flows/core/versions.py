@@ -104,13 +104,15 @@ class VersionRegistry:
         self.store = store
         data = store.read_json("versions.json", default={"live": None, "versions": []})
         self.live_id: Optional[str] = data["live"]
+        self.flip_incomplete: bool = data.get("flip_incomplete", False)
         self.versions: dict[str, Version] = {v["id"]: Version(**v) for v in data["versions"]}
 
     def save(self) -> None:
-        self.store.write_json(
-            "versions.json",
-            {"live": self.live_id, "versions": [asdict(v) for v in sorted(self.versions.values(), key=lambda v: v.id)]},
-        )
+        self.store.write_json("versions.json", {
+            "live": self.live_id,
+            "flip_incomplete": self.flip_incomplete,
+            "versions": [asdict(v) for v in sorted(self.versions.values(), key=lambda v: v.id)],
+        })
 
     @property
     def live(self) -> Optional[Version]:
@@ -197,9 +199,17 @@ def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[
 
 
 def make_live(warehouse: Warehouse, registry: VersionRegistry, version: Version) -> int:
-    current = registry.live.relations if registry.live else {}
+    # After a flip that failed part-way (possible on Databricks, where the set is not atomic), the
+    # registry no longer says where each view points: repoint every view, not only the changed ones.
+    current = registry.live.relations if registry.live and not registry.flip_incomplete else {}
     statements = flip_statements(warehouse, version.relations, current)
-    warehouse.execute_all(statements)
+    try:
+        warehouse.execute_all(statements)
+    except BaseException:
+        registry.flip_incomplete = True
+        registry.save()
+        raise
+    registry.flip_incomplete = False
     version.status = "published"
     version.published_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     registry.live_id = version.id
@@ -211,11 +221,31 @@ def referenced_schemas(versions: list[Version]) -> set[str]:
     return {_relation(p).schema for v in versions for p in v.relations.values()}
 
 
-def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its run ended before publishing") -> list[str]:
+def restore_live(warehouse: Warehouse, registry: VersionRegistry, version: Version) -> int:
+    """Point live back at what the registry says is live, undoing `version`'s flip if it ran.
+
+    For a version that reached the flip ("ready") but whose run never recorded the outcome
+    (killed during the flip, or the state store failed right after it): its schemas may be
+    what live reads, so they must not be dropped before live is put back. On a version
+    that never flipped this re-points nothing that changes.
+    """
+    current = registry.live.relations if registry.live else {}
+    statements = flip_statements(warehouse, current, version.relations)
+    warehouse.execute_all(statements)
+    return len(statements)
+
+
+def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its run ended before publishing",
+                       warehouse: Optional[Warehouse] = None) -> list[str]:
     """Versions a killed run left behind. Only one run publishes at a time (the publish lock),
-    so at the start of a run every version still building is an orphan."""
-    orphans = [v.id for v in registry.versions.values() if v.status in {"building", "ready"}]
+    so at the start of a run every version still building is an orphan. A "ready" orphan
+    may have been flipped: with `warehouse`, live is restored before it is marked failed;
+    without, it stays "ready" (and its schemas are spared)."""
+    orphans = [v.id for v in registry.versions.values() if v.status == "building"
+               or (v.status == "ready" and warehouse is not None)]
     for version_id in orphans:
+        if registry.versions[version_id].status == "ready":
+            restore_live(warehouse, registry, registry.versions[version_id])
         registry.versions[version_id].status = "failed"
         registry.versions[version_id].note = note
     if orphans:
@@ -226,10 +256,11 @@ def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its ru
 def drop_unreferenced_schemas(warehouse: Warehouse, registry: VersionRegistry, base: str,
                               spare: tuple[str, ...] = ()) -> list[str]:
     """Drop versioned schemas that no published version points into, except those of `spare`
-    versions and of failed versions kept for debugging."""
+    versions, of failed versions kept for debugging, and of versions that reached the flip
+    without recording its outcome ("ready": live may read them until `restore_live`)."""
     published = [v for v in registry.versions.values() if v.status == "published"]
     needed = referenced_schemas(published)
-    spared = set(spare) | {v.id for v in registry.versions.values() if v.status == "kept"}
+    spared = set(spare) | {v.id for v in registry.versions.values() if v.status in {"kept", "ready"}}
     dropped = []
     for schema in warehouse.schemas_with_prefix(f"{base}__v"):
         version_id = version_of_schema(schema, base)

@@ -55,9 +55,14 @@ class Dialect:
     def drop_table(self, relation: Relation) -> str:
         return f"DROP TABLE IF EXISTS {self.ref(relation)}"
 
+    @staticmethod
+    def string_literal(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
     def count_rows(self, relations: Sequence[Relation]) -> str:
         parts = [
-            f"SELECT '{r.schema}.{r.name}' AS relation_name, COUNT(*) AS row_count FROM {self.ref(r)}"
+            f"SELECT {self.string_literal(f'{r.schema}.{r.name}')} AS relation_name, COUNT(*) AS row_count "
+            f"FROM {self.ref(r)}"
             for r in relations
         ]
         return "\nUNION ALL\n".join(parts)
@@ -99,29 +104,42 @@ class DuckDBDialect(Dialect):
 
 
 class DatabricksDialect(Dialect):
+    """Databricks SQL: `catalog`.`schema`.`name`, backtick-quoted, Spark string literals."""
+
     name = "databricks"
     quote_char = "`"
 
     def __init__(self, catalog: str):
         self.catalog = safe_identifier(catalog, "catalog")
 
+    @staticmethod
+    def string_literal(value: str) -> str:
+        # Spark reads backslash escapes in literals, and 'a''b' is two adjacent literals
+        # ('ab'), not an escaped quote: escape with backslashes.
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
     def point_view(self, live: Relation, physical: Relation, exists: bool) -> str:
-        # ALTER VIEW keeps the view's grants and tags; CREATE only for a view that is new.
-        verb = "ALTER VIEW" if exists else "CREATE VIEW IF NOT EXISTS"
+        # ALTER VIEW keeps the view's grants and tags. A new view gets a plain CREATE VIEW, not
+        # CREATE VIEW IF NOT EXISTS: `exists` was read from information_schema just before the
+        # flip, so a view that appeared since (or that this principal cannot see) must fail the
+        # flip loudly rather than be skipped and left pointing at another version.
+        verb = "ALTER VIEW" if exists else "CREATE VIEW"
         return f"{verb} {self.ref(live)} AS SELECT * FROM {self.ref(physical)}"
 
     def copy_table(self, source: Relation, target: Relation) -> str:
-        # Zero-copy: a shallow clone shares the source's data files.
+        # Zero-copy: a shallow clone shares the source's data files (Delta tables only).
         return f"CREATE OR REPLACE TABLE {self.ref(target)} SHALLOW CLONE {self.ref(source)}"
 
+
     def list_schemas(self, prefix: str) -> str:
+        # In a Spark literal '\\' is one backslash: the LIKE escape character.
         return (
             f"SELECT schema_name FROM {self.quote(self.catalog)}.information_schema.schemata "
-            f"WHERE schema_name LIKE '{_like_prefix(prefix)}' ESCAPE '\\\\'"
+            f"WHERE schema_name LIKE {self.string_literal(_like_prefix(prefix))} ESCAPE '\\\\'"
         )
 
     def list_relations(self, schemas: Sequence[str]) -> str:
-        names = ", ".join(f"'{safe_identifier(s, 'schema')}'" for s in schemas) or "''"
+        names = ", ".join(self.string_literal(safe_identifier(s, "schema")) for s in schemas) or "''"
         return (
             f"SELECT table_schema, table_name, table_type FROM {self.quote(self.catalog)}.information_schema.tables "
             f"WHERE table_schema IN ({names})"
@@ -191,11 +209,23 @@ class DuckDBWarehouse(Warehouse):
 
 
 class DatabricksWarehouse(Warehouse):
-    """Databricks SQL warehouse through databricks-sql-connector (a dbt-databricks dependency)."""
+    """A Databricks SQL warehouse through databricks-sql-connector (a dbt-databricks dependency).
+
+    A set of statements runs in phases, each phase concurrently on up to `max_workers`
+    connections: schemas are created first, then tables that a view takes the name of are
+    dropped, then views flip and tables clone together, and schemas are dropped last. Each
+    view flips atomically; the set does not (Databricks has no multi-statement DDL transactions).
+    """
+
+    # Statements of one phase touch different objects; a later phase needs an earlier one done
+    # (a view cannot be created before its schema, nor while a table still holds its name).
+    PHASE_BY_VERB = {"CREATE SCHEMA": 0, "DROP TABLE": 1, "DROP SCHEMA": 3}
+    OTHER_PHASE = 2
 
     def __init__(self, environment: DbtEnvironment, max_workers: int = 8):
         self.environment = environment
-        self.dialect = DatabricksDialect(environment.catalog or "main")
+        # dbt-databricks puts relations in hive_metastore when the profile names no catalog.
+        self.dialect = DatabricksDialect(environment.catalog or "hive_metastore")
         self.max_workers = max_workers
 
     def _connect(self):
@@ -205,6 +235,11 @@ class DatabricksWarehouse(Warehouse):
         options = {"server_hostname": credentials.databricks_instance, "http_path": http_path}
         if credentials.token is not None:
             options["access_token"] = credentials.token.get_secret_value()
+        elif credentials.tenant_id:
+            # An Azure Entra ID service principal (prefect-databricks' tenant_id).
+            options.update(auth_type="azure-sp-m2m", azure_client_id=credentials.client_id,
+                           azure_client_secret=credentials.client_secret.get_secret_value(),
+                           azure_tenant_id=credentials.tenant_id)
         else:
             from databricks.sdk.core import Config, oauth_service_principal
 
@@ -221,10 +256,37 @@ class DatabricksWarehouse(Warehouse):
             cursor.execute(sql)
             return [tuple(row) for row in cursor.fetchall()]
 
+    @classmethod
+    def phases(cls, statements: Sequence[str]) -> list[list[str]]:
+        """`statements` grouped into the phases that must run one after the other, in order."""
+        by_phase: dict[int, list[str]] = {}
+        for statement in statements:
+            verb = " ".join(statement.split()[:2]).upper()
+            by_phase.setdefault(cls.PHASE_BY_VERB.get(verb, cls.OTHER_PHASE), []).append(statement)
+        return [by_phase[phase] for phase in sorted(by_phase)]
+
+    def _execute(self, statements: Sequence[str]) -> None:
+        """Run DDL one after the other on one connection. DDL returns no rows: nothing is fetched."""
+        with closing(self._connect()) as connection, closing(connection.cursor()) as cursor:
+            for statement in statements:
+                try:
+                    cursor.execute(statement)
+                except Exception as error:
+                    raise RuntimeError(f"{statement} -- failed: {error}") from error
+
     def execute_all(self, statements: Sequence[str]) -> None:
-        # Each view flips atomically; the set does not (no multi-statement DDL transactions).
-        with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            list(pool.map(self.query, statements))
+        for phase in self.phases(statements):
+            workers = min(self.max_workers, len(phase))
+            shares = [phase[worker::workers] for worker in range(workers)]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(self._execute, share) for share in shares]
+            errors = [future.exception() for future in futures if future.exception()]
+            if errors:
+                # Each failed share stopped at its failure; the others ran to the end.
+                raise RuntimeError(
+                    f"{len(errors)} statement(s) failed on Databricks; the set was applied only in part "
+                    "(each statement is atomic, the set is not): " + "; ".join(map(str, errors))
+                ) from errors[0]
 
 
 def warehouse_for(environment: DbtEnvironment) -> Warehouse:

@@ -18,6 +18,7 @@ install: $(INSTALLED)
 # orders and runs again so the freshness gate rebuilds only what is downstream.
 # Without PREFECT_API_URL, each run starts a temporary local Prefect server (SQLite under ~/.prefect).
 demo: export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+demo: export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 demo: install
 	$(PY) dbt_project/landing/land.py --init-if-empty
 	$(PY) -m flows.production --environment local

@@ -1,0 +1,112 @@
+"""A real browser opens a deployment's run form in the Prefect UI: the typed fields render and submit.
+
+Debian's chromium, driven by playwright's Python API (no playwright-managed browser download).
+The screenshot of the filled form goes to the test's tmp folder; with UPDATE_DOCS_SCREENSHOT=1
+(or when it is missing) it also replaces docs/operator-run-form.png, so a normal test run
+leaves the checkout clean.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from test_deployments import REPO, deploy, read_deployment
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = REPO / "docs" / "operator-run-form.png"
+UI_TIMEOUT_MS = 30_000
+RUN_NAME = "rebuild-stg-customers"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: apt-get install -y chromium"),
+]
+
+
+def _property(page, label: str):
+    """The form block of one flow parameter, found by its label (optional ones read 'name (Optional)')."""
+    name = page.locator(".schema-form-property__label", has_text=re.compile(rf"^{re.escape(label)}( \(Optional\))?$"))
+    return page.locator(".schema-form-property").filter(has=name)
+
+
+def _choose(page, label: str, option: str) -> None:
+    """Pick `option` in the dropdown of `label`: the UI's own select, a button plus a listbox of options.
+
+    The listbox opens from the keyboard (Space on the focused button); in headless chromium a
+    synthetic mouse click on the button does not open it.
+    """
+    control = _property(page, label).locator(".p-select-button__control")
+    choice = page.locator(".p-select-options [role=option]", has_text=re.compile(rf"^{re.escape(option)}$"))
+    control.focus()
+    page.keyboard.press(" ")
+    choice.wait_for(state="visible")
+    choice.click()
+    page.locator(".p-select-options").wait_for(state="detached")
+    assert control.inner_text().strip() == option
+
+
+def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+    from prefect.client.orchestration import get_client
+
+    deploy("adhoc-dev")
+    deployment = read_deployment("adhoc-dev")
+    ui = prefect_server.removesuffix("/api")
+    with get_client(sync_client=True) as client:
+        before = {run.id for run in client.read_flow_runs()}
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1250})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(f"{ui}/deployments/deployment/{deployment.id}/run")
+
+            environment = _property(page, "environment")
+            environment.wait_for()
+            assert environment.locator(".p-select-button__control").inner_text().strip() == "dev"  # the deployment's
+            page.locator(".flow-run-name-input input").fill(RUN_NAME)
+            _choose(page, "environment", "local")
+            _choose(page, "command", "build")
+
+            select = _property(page, "select")
+            select.get_by_role("button", name="Add item").click()
+            select.locator("textarea").last.fill("stg_customers+")
+
+            screenshot = tmp_path / SCREENSHOT.name
+            page.screenshot(path=str(screenshot), type="png")
+            with page.expect_response(lambda r: r.url.endswith("/create_flow_run")) as created:
+                page.get_by_role("button", name="Submit").click()
+            assert created.value.status == 201, created.value.text()
+            flow_run_id = created.value.json()["id"]
+            # After submitting, the UI goes back to the deployment's page.
+            page.wait_for_url(re.compile(rf"/deployments/deployment/{deployment.id}(\?.*)?$"))
+        finally:
+            browser.close()
+
+    with get_client(sync_client=True) as client:
+        runs = [run for run in client.read_flow_runs() if run.id not in before]
+        try:
+            assert [str(run.id) for run in runs] == [flow_run_id]
+            (run,) = runs
+            assert run.deployment_id == deployment.id
+            assert run.name == RUN_NAME
+            assert run.state.is_scheduled()
+            assert run.parameters["environment"] == "local"
+            assert run.parameters["command"] == "build"
+            assert run.parameters["select"] == ["stg_customers+"]
+            assert run.parameters["vars"] == {}  # the UI sends JSON-kind values; the server hydrates them
+            assert run.parameters.get("confirm_prod", False) is False
+        finally:
+            for run in runs:  # nothing is left for a worker of a later test to pick up
+                client.delete_flow_run(run.id)
+    assert screenshot.stat().st_size < 300_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" or not SCREENSHOT.exists():
+        shutil.copy(screenshot, SCREENSHOT)

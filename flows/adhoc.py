@@ -26,7 +26,7 @@ from prefect.states import Completed
 from blocks.environment import EnvironmentName, load_environment
 from blocks.local import local_paths
 from blocks.profile import rendered_profile
-from flows.core.artifacts import RunReport, _table as markdown_table, artifact_key, failures_markdown
+from flows.core.artifacts import RunReport, artifact_key, failures_markdown, markdown_table
 from flows.core.dbt import DbtCommandError, DbtProject, StepResult
 from flows.core.lock import PublishLock
 from flows.core.run import bundled_project_dir

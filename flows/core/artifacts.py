@@ -91,7 +91,7 @@ def find_regressions(report: RunReport, history: dict[str, list[float]]) -> list
     return sorted(found, key=lambda r: r.factor, reverse=True)
 
 
-def _table(headers: list[str], rows: list[list]) -> str:
+def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -101,7 +101,7 @@ def summary_markdown(report: RunReport) -> str:
     parts = [f"# dbt production run — `{report.environment}`: {report.outcome}"]
     if report.version:
         parts.append(f"Version: `{report.version}`")
-    parts.append("## Steps\n" + _table(
+    parts.append("## Steps\n" + markdown_table(
         ["step", "status", "seconds", "nodes", "note"],
         [[s.name, s.status, f"{s.seconds:.1f}", ", ".join(f"{k}={v}" for k, v in sorted(s.counts.items())), s.note]
          for s in report.steps],
@@ -109,24 +109,24 @@ def summary_markdown(report: RunReport) -> str:
     if report.empty_layers:
         parts.append("Empty layers skipped: " + ", ".join(f"`{name}`" for name in report.empty_layers))
     if report.freshness:
-        parts.append("## Source freshness\n" + _table(
+        parts.append("## Source freshness\n" + markdown_table(
             ["source", "status", "age", "max loaded at"],
             [[f.source, f.status, f.age, f.max_loaded_at or ""] for f in report.freshness],
         ))
     if report.failures:
         parts.append("## Failures\n" + failures_markdown(report))
     if report.regressions:
-        parts.append("## Runtime regressions (> 3× median of recent runs)\n" + _table(
+        parts.append("## Runtime regressions (> 3× median of recent runs)\n" + markdown_table(
             ["model", "seconds", "median", "factor"],
             [[r.node, f"{r.seconds:.2f}", f"{r.median:.2f}", f"{r.factor:.1f}×"] for r in report.regressions],
         ))
     if report.audit:
-        parts.append("## Publish audit (row counts, live → new)\n" + _table(
+        parts.append("## Publish audit (row counts, live → new)\n" + markdown_table(
             ["relation", "live rows", "new rows", "verdict"],
             [[a.relation, "—" if a.live_rows is None else a.live_rows, a.new_rows, a.verdict] for a in report.audit],
         ))
     if report.versions:
-        parts.append("## Versions\n" + _table(
+        parts.append("## Versions\n" + markdown_table(
             ["version", "status", "live", "created", "rebuilt"],
             [[v["version"], v["status"], "✔" if v["live"] else "", v["created_at"], v["rebuilt"]] for v in report.versions[:10]],
         ))
@@ -134,7 +134,7 @@ def summary_markdown(report: RunReport) -> str:
 
 
 def failures_markdown(report: RunReport) -> str:
-    return _table(
+    return markdown_table(
         ["node", "type", "status", "message", "compiled SQL"],
         [[f.name, f.resource_type, f.status, f.message[:500], f"`{f.compiled_path}`" if f.compiled_path else ""]
          for f in report.failures],

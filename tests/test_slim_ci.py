@@ -60,16 +60,11 @@ def downstream_models(manifest: dict, start: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def prod_home(tmp_path_factory, landed_template, prefect_server):
+def prod_home(module_home):
     """One production run of the bundled project: live views, versioned schemas, saved state."""
-    home = tmp_path_factory.mktemp("slim-ci") / "lakehouse"
-    home.mkdir()
-    shutil.copy(landed_template, home / "warehouse.duckdb")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LAKEHOUSE_HOME", str(home))
-        state = production_run(environment="local", return_state=True)
-        assert state.is_completed(), state.message
-        yield home
+    state = production_run(environment="local", return_state=True)
+    assert state.is_completed(), state.message
+    return module_home
 
 
 @pytest.fixture(scope="module")

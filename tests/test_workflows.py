@@ -60,7 +60,9 @@ def test_ci_tests_with_the_readme_commands(ci):
     job = ci["jobs"]["test"]
     assert "!= 'closed'" in job["if"]
     assert uses(job)[:2] == ["actions/checkout", "actions/setup-python"] and python_version(job) == "3.11"
-    assert runs(job) == ["make install", "make test"]
+    commands = runs(job)
+    assert commands[0] == "make install" and commands[-1] == "make test"
+    assert any("chromium" in c for c in commands[1:-1])  # the browser test's browser (README)
     assert {"install", "test"} <= make_targets()
 
 
@@ -117,3 +119,17 @@ def test_deploy_provides_every_secret_the_block_registry_names(deploy):
     named = {value for section in registry.values() for spec in section.values()
              for key, value in spec.items() if key.endswith("_env")}
     assert named <= set(job["env"]), f"deploy.yml lacks {sorted(named - set(job['env']))}"
+
+
+def test_slim_ci_caches_the_partial_parse_where_the_flow_keeps_it(ci, monkeypatch):
+    from blocks.environment import DbtEnvironment
+    from flows.core.slim_ci import ci_work_dir
+
+    [cache] = [s for s in ci["jobs"]["slim-ci"]["steps"] if s.get("uses", "").startswith("actions/cache@")]
+    staging = DbtEnvironment(adapter="databricks", schema_name="analytics")
+    staging._block_document_name = "staging"
+    monkeypatch.delenv("LAKEHOUSE_HOME", raising=False)  # CI runs with the default .lakehouse in the checkout
+    monkeypatch.chdir(REPO)
+    expected = (ci_work_dir(staging, 12) / "target" / "partial_parse.msgpack").relative_to(REPO)
+    assert cache["with"]["path"].replace("${{ github.event.pull_request.number }}", "12") == str(expected)
+    assert "pull_request.number" in cache["with"]["key"] and "github.sha" in cache["with"]["key"]

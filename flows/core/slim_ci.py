@@ -1,0 +1,251 @@
+"""Slim CI mechanics: build what a pull request changed, against the base environment's state,
+in a schema of its own, and say what was changed, built and deferred.
+
+Where things go:
+- the PR builds into `<schema>_pr_<n>` (custom-schema models into `<schema>_pr_<n>_<custom>`);
+- unselected parents resolve to the base environment's live relations, because the base
+  state's manifest records live (unversioned) locations and we pass `--favor-state`;
+- snapshots never run in CI: their history belongs to production, refs to them defer too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal, Optional
+
+from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment, safe_identifier
+from blocks.local import local_paths
+from blocks.profile import rendered_profile
+from flows.core.artifacts import markdown_table
+from flows.core.dbt import BUILDABLE, DbtProject, NodeResult, StepResult
+from flows.core.layers import Graph
+from flows.core.run import bundled_project_dir
+from flows.core.state_store import StateStore
+from flows.core.warehouse import Warehouse
+
+NEVER_IN_CI = ["resource_type:snapshot"]
+TEST_TYPES = {"test", "unit_test"}
+
+
+def _positive(pr_number: int) -> int:
+    if isinstance(pr_number, bool) or not isinstance(pr_number, int) or pr_number < 1:
+        raise ValueError(f"pr_number must be a positive integer, got {pr_number!r}")
+    return pr_number
+
+
+def pr_schema(base_schema: str, pr_number: int) -> str:
+    """`analytics` + PR 7 → `analytics_pr_7`; every schema of the PR starts with it."""
+    return safe_identifier(f"{base_schema}_pr_{_positive(pr_number)}", "PR schema")
+
+
+def is_pr_schema(schema: str, base_schema: str, pr_number: int) -> bool:
+    """The PR's own schema or one of its custom schemas; `main_pr_1` is not `main_pr_12`."""
+    root = pr_schema(base_schema, pr_number).lower()
+    return schema.lower() == root or schema.lower().startswith(root + "_")
+
+
+def pr_schemas(warehouse: Warehouse, base_schema: str, pr_number: int) -> list[str]:
+    root = pr_schema(base_schema, pr_number)
+    # The LIKE prefix also matches other PRs whose number starts with the same digits.
+    return [s for s in warehouse.schemas_with_prefix(root) if is_pr_schema(s, base_schema, pr_number)]
+
+
+def ci_work_dir(environment: DbtEnvironment, pr_number: int) -> Path:
+    """Target path and base state of one PR, kept between its runs so dbt parses partially."""
+    return local_paths().work / environment.name / "ci" / f"pr_{_positive(pr_number)}"
+
+
+@dataclass
+class CiSession:
+    pr_number: int
+    environment: DbtEnvironment
+    base: DbtEnvironment
+    project: DbtProject
+    schema: str
+    state_dir: Optional[Path]  # None: the base environment has no saved state yet
+
+    @property
+    def slim(self) -> bool:
+        return self.state_dir is not None
+
+
+def _check_base_adapter(state_dir: Path, environment: DbtEnvironment, base: DbtEnvironment) -> None:
+    manifest = json.loads((state_dir / "manifest.json").read_text())
+    adapter = manifest.get("metadata", {}).get("adapter_type")
+    if adapter and adapter != environment.adapter:
+        raise EnvironmentConfigError(
+            f"cannot defer {environment.name!r} ({environment.adapter}) to the state of {base.name!r}, "
+            f"which was built on {adapter}: pick a base environment on the same adapter"
+        )
+
+
+@contextmanager
+def open_ci(pr_number: int, environment: str, base_environment: str, project_dir: Optional[str],
+            threads: Optional[int]) -> Iterator[CiSession]:
+    """Check the inputs, fetch the base state, render the PR profile; clean the profile up on exit."""
+    _positive(pr_number)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    env, base = load_environment(environment), load_environment(base_environment)
+    project_path = Path(project_dir) if project_dir else bundled_project_dir()
+    if not (project_path / "dbt_project.yml").exists():
+        raise ValueError(f"project_dir {str(project_path)!r} has no dbt_project.yml")
+    schema = pr_schema(env.schema_name, pr_number)
+    work = ci_work_dir(env, pr_number)
+    state_dir = work / "base-state"
+    shutil.rmtree(state_dir, ignore_errors=True)  # never compare against an older fetch
+    found = StateStore.for_environment(base).fetch_latest(state_dir)
+    if found:
+        _check_base_adapter(state_dir, env, base)
+    with rendered_profile(env, project_path.resolve(), schema=schema) as profile:
+        project = DbtProject(project_path, profile, work / "target", threads=threads)
+        yield CiSession(pr_number, env, base, project, schema, state_dir if found else None)
+
+
+@dataclass
+class CiPlan:
+    mode: Literal["slim", "full"]
+    changed: set[str]  # models, seeds, snapshots that differ from the base state (all of them in a full build)
+    command: list[str]
+    left_out: set[str] = field(default_factory=set)  # snapshots and, in a full build, what reads them
+
+
+def plan(session: CiSession) -> CiPlan:
+    """`state:modified+` deferred to the base state, or a full build when there is no state."""
+    project = session.project
+    if project.manifest is None:
+        project.parse()
+    graph = Graph(project.manifest)
+    snapshots = graph.of_type("snapshot")
+    if session.slim:
+        state = ["--state", str(session.state_dir)]
+        changed = project.list_ids(["state:modified"], None, tuple(BUILDABLE), extra=state)
+        # --favor-state: an unselected parent always resolves to the base state's live relation,
+        # never to a stale copy an earlier run of this PR left in the PR schema.
+        command = ["build", "--select", "state:modified+", "--exclude", *NEVER_IN_CI, *state,
+                   "--defer", "--favor-state"]
+        return CiPlan("slim", changed, command, left_out=changed & snapshots)
+    # No state to defer to: nothing could resolve a ref to a snapshot, so its readers stay out too.
+    exclude = [*NEVER_IN_CI, *(graph.fqn_selector(s) + "+" for s in sorted(snapshots))]
+    left_out = project.list_ids(exclude, None, tuple(BUILDABLE)) if snapshots else set()
+    changed = project.list_ids(None, None, tuple(BUILDABLE)) - left_out
+    return CiPlan("full", changed, ["build", "--exclude", *exclude], left_out=left_out)
+
+
+@dataclass
+class CiNode:
+    unique_id: str
+    name: str
+    resource_type: str
+    role: Literal["changed", "downstream", "deferred"]
+    status: str  # dbt's status, or "deferred"
+    relation: str
+    tests_passed: int = 0
+    tests_failed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CiReport:
+    pr_number: int
+    environment: str
+    base: str
+    schema: str
+    mode: str
+    nodes: list[CiNode]
+    left_out: list[str]
+    failures: list[NodeResult]
+    seconds: float
+
+    def of_role(self, role: str) -> list[CiNode]:
+        return [n for n in self.nodes if n.role == role]
+
+    @property
+    def outcome(self) -> str:
+        built = len(self.of_role("changed")) + len(self.of_role("downstream"))
+        verdict = f"failed ({len(self.failures)} failing nodes)" if self.failures else "passed"
+        return f"{verdict}: {built} built, {len(self.of_role('deferred'))} deferred, in {self.schema}"
+
+
+def _parents(manifest, unique_id: str) -> list[str]:
+    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+    return list(getattr(getattr(node, "depends_on", None), "nodes", []) or [])
+
+
+def _tested_node(manifest, unique_id: str) -> Optional[str]:
+    node = manifest.nodes.get(unique_id)
+    if node is not None and getattr(node, "attached_node", None):
+        return node.attached_node
+    parents = _parents(manifest, unique_id)
+    return parents[-1] if parents else None
+
+
+def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_manifest: Optional[dict]) -> CiReport:
+    """Which nodes changed, were built downstream, or were deferred, each with its tests."""
+    manifest = session.project.manifest
+    by_id = {n.unique_id: n for n in result.nodes}
+    built = [n for n in result.nodes if n.resource_type in BUILDABLE]
+    tests = [n for n in result.nodes if n.resource_type in TEST_TYPES]
+    nodes: dict[str, CiNode] = {}
+    for n in built:
+        role = "changed" if n.unique_id in ci_plan.changed and ci_plan.mode == "slim" else "downstream"
+        nodes[n.unique_id] = CiNode(n.unique_id, n.name, n.resource_type, role, n.status, n.relation or "")
+    if ci_plan.mode == "slim":
+        base_nodes = (base_manifest or {}).get("nodes", {})
+        for parent in sorted({p for n in [*built, *tests] for p in _parents(manifest, n.unique_id)}):
+            if parent in nodes or parent in by_id or parent not in manifest.nodes:
+                continue  # built here, or a source (sources are read where they are)
+            node = manifest.nodes[parent]
+            relation = base_nodes.get(parent, {}).get("relation_name") or "(not in the base state)"
+            nodes[parent] = CiNode(parent, node.name, node.resource_type.value, "deferred", "deferred", relation)
+    for test in tests:
+        target = nodes.get(_tested_node(manifest, test.unique_id) or "")
+        if target is None:
+            continue
+        if test.failed:
+            target.tests_failed.append(test.name)
+        elif test.status in {"pass", "warn", "success"}:
+            target.tests_passed += 1
+    return CiReport(session.pr_number, session.environment.name, session.base.name, session.schema, ci_plan.mode,
+                    sorted(nodes.values(), key=lambda n: (n.role, n.name)), sorted(ci_plan.left_out),
+                    result.failures, result.seconds)
+
+
+def _node_rows(nodes: list[CiNode]) -> list[list]:
+    def tests(node: CiNode) -> str:
+        passed = f"{node.tests_passed} passed" if node.tests_passed else ""
+        failed = f"failed: {', '.join(node.tests_failed)}" if node.tests_failed else ""
+        return ", ".join(p for p in (passed, failed) if p) or "—"
+
+    return [[n.name, n.resource_type, n.status, tests(n), f"`{n.relation}`" if n.relation else ""] for n in nodes]
+
+
+def report_markdown(report: CiReport) -> str:
+    headers = ["node", "type", "status", "tests", "relation"]
+    parts = [f"# Slim CI — PR #{report.pr_number} on `{report.environment}`: {report.outcome}"]
+    if report.mode == "slim":
+        parts.append(f"Built `state:modified+` into `{report.schema}*`; unchanged parents resolve to "
+                     f"`{report.base}`'s live relations (`--defer --favor-state`). Took {report.seconds:.1f} s.")
+    else:
+        parts.append(f"**Full build**: `{report.base}` has no saved state yet, so nothing could be compared "
+                     f"or deferred. Built everything into `{report.schema}*` in {report.seconds:.1f} s.")
+    sections = [("Changed (state:modified)", "changed"), ("Built downstream", "downstream"),
+                (f"Deferred to `{report.base}`", "deferred")]
+    if report.mode == "full":
+        sections = [("Built", "downstream")]
+    for title, role in sections:
+        rows = report.of_role(role)
+        parts.append(f"## {title}\n" + (markdown_table(headers, _node_rows(rows)) if rows else "_none_"))
+    if report.left_out:
+        parts.append("## Not run in CI\nSnapshots never run in CI" + (
+            " (and with no base state, nothing that reads them can be built)" if report.mode == "full" else "")
+            + ": " + ", ".join(f"`{u}`" for u in report.left_out))
+    if report.failures:
+        parts.append("## Failures\n" + markdown_table(
+            ["node", "type", "status", "message", "compiled SQL"],
+            [[f.name, f.resource_type, f.status, f.message[:500], f"`{f.compiled_path}`" if f.compiled_path else ""]
+             for f in report.failures]))
+    return "\n\n".join(parts)

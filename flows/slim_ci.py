@@ -1,0 +1,168 @@
+"""Pull-request checks against production state, and the clean-up when the PR closes.
+
+    slim_ci:        fetch base state → select state:modified+ → build and test it in <schema>_pr_<n>,
+                    unchanged parents deferred to the base environment → post what changed
+    drop_ci_schema: drop <schema>_pr_<n> and <schema>_pr_<n>_* (idempotent)
+
+`python -m flows.slim_ci --pr-number 7` runs the check; add `--drop` to clean up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from typing import Optional, get_args
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from pydantic import PositiveInt
+
+from blocks.environment import EnvironmentName, load_environment
+from flows.core.artifacts import artifact_key
+from flows.core.dbt import StepResult
+from flows.core.slim_ci import (
+    CiPlan, CiReport, CiSession, ci_work_dir, open_ci, plan, pr_schemas, report_markdown, summarize,
+)
+from flows.core.warehouse import warehouse_for
+
+
+class SlimCiFailed(RuntimeError):
+    """A model or test of the PR failed; the report artifact lists which."""
+
+
+@task(name="select changes", cache_policy=NO_CACHE)
+def select_changes(session: CiSession) -> CiPlan:
+    logger = get_run_logger()
+    ci_plan = plan(session)
+    if ci_plan.mode == "full":
+        logger.warning(
+            "No saved state for base environment %r yet: falling back to a FULL BUILD of the project "
+            "into %s (nothing to compare with or defer to).", session.base.name, session.schema)
+        if ci_plan.left_out:
+            logger.info("Left out, since CI never runs snapshots and nothing could resolve them: %s.",
+                        ", ".join(sorted(ci_plan.left_out)))
+    else:
+        logger.info("%d node(s) differ from %r's state: %s.", len(ci_plan.changed), session.base.name,
+                    ", ".join(sorted(ci_plan.changed)) or "none")
+        for snapshot in sorted(ci_plan.left_out):
+            logger.warning("Snapshot %s changed, but CI never runs snapshots: its readers use %r's snapshot.",
+                           snapshot, session.base.name)
+    return ci_plan
+
+
+@task(name="build and test", cache_policy=NO_CACHE)
+def build_and_test(session: CiSession, ci_plan: CiPlan) -> StepResult:
+    return session.project.run(ci_plan.command)
+
+
+@task(name="post report", cache_policy=NO_CACHE)
+def post_report(session: CiSession, ci_plan: CiPlan, result: StepResult) -> CiReport:
+    base_manifest = None
+    if session.state_dir is not None:
+        base_manifest = json.loads((session.state_dir / "manifest.json").read_text())
+    report = summarize(session, ci_plan, result, base_manifest)
+    create_markdown_artifact(
+        report_markdown(report), key=artifact_key(session.environment.name, f"slim-ci-pr-{session.pr_number}"),
+        description=f"Slim CI of PR #{session.pr_number}: changed, built and deferred nodes with their tests",
+    )
+    return report
+
+
+@flow(name="slim-ci", log_prints=True)
+def slim_ci(
+    pr_number: PositiveInt,
+    environment: EnvironmentName = "staging",
+    base_environment: EnvironmentName = "prod",
+    project_dir: Optional[str] = None,
+    threads: Optional[PositiveInt] = None,
+) -> str:
+    """Build and test only what a pull request changed, reading everything else from production.
+
+    Args:
+        pr_number: The pull request's number; its relations go to `<schema>_pr_<number>`.
+        environment: Where the PR is built (its schema name is the PR schema's prefix).
+        base_environment: Whose saved state is compared against and deferred to (live relations).
+        project_dir: dbt project folder, i.e. the PR's checkout. Empty: the bundled dbt_project/.
+        threads: dbt threads (empty: the environment's).
+    """
+    logger = get_run_logger()
+    with open_ci(pr_number, environment, base_environment, project_dir, threads) as session:
+        ci_plan = select_changes(session)
+        result = build_and_test(session, ci_plan)
+        report = post_report(session, ci_plan, result)
+    logger.info("Slim CI of PR #%d: %s.", pr_number, report.outcome)
+    if report.failures:
+        raise SlimCiFailed(f"PR #{pr_number}: {report.outcome}: " + "; ".join(
+            f"{f.name} ({f.status})" for f in report.failures[:10]))
+    return report.outcome
+
+
+@flow(name="drop-ci-schema", log_prints=True)
+def drop_ci_schema(pr_number: PositiveInt, environment: EnvironmentName = "staging") -> list[str]:
+    """Drop every schema a pull request's CI created (`<schema>_pr_<n>`, `<schema>_pr_<n>_*`). Idempotent.
+
+    Args:
+        pr_number: The closed pull request's number.
+        environment: Where its CI built.
+    """
+    logger = get_run_logger()
+    env = load_environment(environment)
+    if env.adapter == "duckdb" and not env.warehouse_path().exists():
+        logger.info("No DuckDB warehouse at %s: nothing to drop.", env.warehouse_path())
+        return []  # connecting would create an empty warehouse file
+    warehouse = warehouse_for(env)
+    schemas = pr_schemas(warehouse, env.schema_name, pr_number)
+    if schemas:
+        warehouse.execute_all([warehouse.dialect.drop_schema(s) for s in schemas])
+        logger.info("Dropped PR #%d's schemas in %r: %s.", pr_number, env.name, ", ".join(schemas))
+    else:
+        logger.info("PR #%d left no schema in %r: nothing to drop.", pr_number, env.name)
+    shutil.rmtree(ci_work_dir(env, pr_number), ignore_errors=True)
+    return schemas
+
+
+def _positive_int(what: str):
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = 0
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
+        return number
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flows.slim_ci", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pr-number", type=_positive_int("PR number"), required=True,
+                        help="the pull request's number; it builds into <schema>_pr_<number>")
+    parser.add_argument("--environment", default="staging", choices=get_args(EnvironmentName),
+                        help="where the PR builds (default: staging)")
+    parser.add_argument("--base-environment", default="prod", choices=get_args(EnvironmentName),
+                        help="whose saved state is compared against and deferred to (default: prod)")
+    parser.add_argument("--project-dir", default=None, help="the PR's dbt project (default: ./dbt_project)")
+    parser.add_argument("--threads", type=_positive_int("threads"), default=None, metavar="N",
+                        help="dbt threads (default: the environment's)")
+    parser.add_argument("--drop", action="store_true", help="drop the PR's schemas instead (on PR close)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.drop:
+        state = drop_ci_schema(pr_number=args.pr_number, environment=args.environment, return_state=True)
+    else:
+        state = slim_ci(pr_number=args.pr_number, environment=args.environment,
+                        base_environment=args.base_environment, project_dir=args.project_dir,
+                        threads=args.threads, return_state=True)
+    print(f"{'drop_ci_schema' if args.drop else 'slim_ci'}: {state.name}: {state.message or ''}".rstrip(": "))
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

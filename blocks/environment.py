@@ -116,9 +116,15 @@ def builtin_local() -> DbtEnvironment:
 
 def known_environments() -> list[str]:
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-    with get_client(sync_client=True) as client:
-        documents = client.read_block_documents_by_type(DbtEnvironment.get_block_type_slug())
+    try:
+        with get_client(sync_client=True) as client:
+            documents = client.read_block_documents_by_type(DbtEnvironment.get_block_type_slug())
+    except (ObjectNotFound, PrefectHTTPStatusError) as error:
+        if getattr(getattr(error, "response", None), "status_code", 404) != 404:
+            raise
+        documents = []  # the block type is not registered yet: only the built-in environment exists
     return sorted({LOCAL, *(d.name for d in documents)})
 
 

@@ -1,7 +1,7 @@
 """The nightly production run of a dbt project: the runbook, one named task per step.
 
     deps → source freshness → freshness gate → source tests → seeds → snapshots
-    → one build per layer (tested before the next) → docs → publish → save state
+    → one build per layer (tested before the next) → docs → save state → publish → promote state
 
 `python -m flows.production --help` runs it locally.
 """
@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed
+from pydantic import PositiveInt
 
 from flows.core import steps
 from flows.core.artifacts import find_regressions, publish_artifacts
@@ -112,6 +113,11 @@ def save_state(run):
     return steps.save_state(run)
 
 
+@_step("promote state")
+def promote_state(run):
+    return steps.promote_state(run)
+
+
 def _journaled_plan(run: ProductionRun, make_plan) -> Plan:
     """The plan of the first attempt, so a flow retry builds the same nodes."""
     saved = run.journal.data.get("plan")
@@ -142,7 +148,7 @@ def production_run(
     generate_docs: bool = True,
     publish: bool = True,
     fail_fast: bool = True,
-    threads: Optional[int] = None,
+    threads: Optional[PositiveInt] = None,
     node_tasks: bool = False,
     allow_shrink: bool = False,
     keep_failed_version: bool = False,
@@ -180,13 +186,24 @@ def production_run(
         except BaseException as error:
             run.report.outcome = f"failed: {error}"
             steps.discard_version(run, str(error))
-            publish_artifacts(run.report)
+            _report(run.report)
             raise
-        publish_artifacts(run.report, docs_url=_docs_url(run))
+        _report(run.report, docs_url=_docs_url(run))
         logger.info("Outcome: %s.", run.report.outcome)
         if run.report.outcome == "nothing to rebuild":
             return Completed(message="nothing to rebuild")
         return run.report.outcome
+
+
+def _report(report, docs_url: Optional[str] = None) -> None:
+    """Post the run's artifacts. They are reporting only: when the Prefect API cannot take them
+    (it went away mid-run), say so and carry on, rather than fail a run that already published
+    or hide the error a failing run is raising."""
+    try:
+        publish_artifacts(report, docs_url=docs_url)
+    except Exception as error:  # noqa: BLE001
+        get_run_logger().error("Could not post the run's artifacts (%s: %s); outcome: %s.",
+                               type(error).__name__, error, report.outcome)
 
 
 def _run_book(run: ProductionRun) -> None:
@@ -203,8 +220,9 @@ def _run_book(run: ProductionRun) -> None:
     for stage in plan.layers:
         build_layer(run, stage)
     docs(run)
+    save_state(run)  # staged before the flip: live never points at a version whose state was not saved
     outcome = publish(run, plan)
-    save_state(run)
+    promote_state(run)
     run.report.regressions = find_regressions(run.report, run.store.timings())
     run.report.outcome = f"completed: {outcome}"
 
@@ -246,7 +264,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error(f"--vars is not valid YAML/JSON: {error}")
     if not isinstance(parameters["vars"], dict):
         parser.error(f"--vars must be a mapping, got {type(parameters['vars']).__name__}: {args.vars!r}")
-    state = production_run(**parameters, return_state=True)
+    try:
+        state = production_run(**parameters, return_state=True)
+    except Exception as error:  # the engine could not record the run's state: the Prefect API is unreachable
+        print(f"production_run: its final state could not be recorded in the Prefect API "
+              f"({type(error).__name__}: {error}); the run's own log above says how far it got", file=sys.stderr)
+        return 1
     print(f"production_run: {state.name}" + (f": {state.message}" if state.message else ""))
     return 0 if state.is_completed() else 1
 

@@ -108,6 +108,27 @@ def _node_result(result: Any, target_path: Path, project_name: str) -> NodeResul
     )
 
 
+def _invoke(runner: Any, argv: list[str]) -> Any:
+    try:
+        return runner.invoke(argv)
+    finally:
+        _close_embedded_database()
+
+
+def _close_embedded_database() -> None:
+    """Close dbt-duckdb's DuckDB instance after every command, as the dbt CLI does when it exits.
+
+    dbt-duckdb >= 1.10 keeps it open between in-process invocations (`keep_open` defaults to
+    true): its buffer pool then grows with every step of a run, and the write-ahead log of the
+    whole run is checkpointed only at process exit. Measured on 2,000 nodes: +200 MB peak.
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # another adapter: nothing stays open between commands
+        return
+    DuckDBConnectionManager.close_all_connections()
+
+
 class DbtProject:
     """A dbt project bound to one rendered profile and one target path."""
 
@@ -145,7 +166,7 @@ class DbtProject:
 
     def parse(self) -> Manifest:
         """Parse once (partial parsing stays on); every later command reuses the result."""
-        result = dbtRunner().invoke(self._argv(["parse"]))
+        result = _invoke(dbtRunner(), self._argv(["parse"]))
         if not result.success or result.result is None:
             raise DbtCommandError(f"dbt parse failed: {result.exception or 'see the dbt log above'}")
         self.manifest = result.result
@@ -154,7 +175,7 @@ class DbtProject:
     def raw_invoke(self, command: list[str]) -> Any:
         if self.manifest is None:
             self.parse()
-        return dbtRunner(manifest=self.manifest).invoke(self._argv(command))
+        return _invoke(dbtRunner(manifest=self.manifest), self._argv(command))
 
     def run(self, command: list[str], node_tasks: bool = False) -> StepResult:
         """Run one dbt command and collect its node results.
@@ -189,7 +210,7 @@ class DbtProject:
         # a failed result, like the plain path; only dbt's own errors raise.
         runner = PrefectDbtRunner(manifest=self.manifest, settings=settings, raise_on_failure=False)
         try:
-            return runner.invoke(self._argv(command))
+            return _invoke(runner, self._argv(command))
         except ValueError as error:
             raise DbtCommandError(str(error)) from error
 
@@ -219,21 +240,23 @@ class DbtProject:
         return "fqn:" + ".".join(node.fqn)
 
     def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
-        """`--select ... [--exclude ...]` that selects exactly `ids`, with as few selector terms as we can.
+        """Flags that select exactly `ids`, with as few selector terms as we can.
 
         `covers` are selectors likely to match most of `ids` (a layer's own selector, say).
         When one of them, plus or minus a few nodes, selects exactly `ids`, that is what we
-        send; otherwise one exact selector per node. The result is the same node set either way.
+        send; otherwise one exact selector per node. Indirect selection is off in both, so
+        no test comes along that `ids` does not name.
         """
         if self.manifest is None:
             self.parse()
+        exact = ["--indirect-selection", "empty"]
         wanted = set(ids)
-        best = ["--select", *sorted(self.node_selector(i) for i in wanted)]
+        best = ["--select", *sorted(self.node_selector(i) for i in wanted), *exact]
         best_terms = len(wanted)
         if best_terms <= EXPLICIT_SELECTION_LIMIT:
             return best
         for cover in covers:
-            matched = self.list_ids([cover])
+            matched = self.list_ids([cover], extra=exact)
             sources = {u for u in matched if u.startswith("source.")}  # never built; fqn cannot name them
             extra, surplus = wanted - matched, (matched - sources) - wanted
             excluded = sorted(self.node_selector(i) for i in surplus) + (["source:*"] if sources - wanted else [])
@@ -242,6 +265,7 @@ class DbtProject:
                 best_terms = terms
                 best = ["--select", cover, *sorted(self.node_selector(i) for i in extra)]
                 best += ["--exclude", *excluded] if excluded else []
+                best += exact
         return best
 
     def artifact(self, name: str) -> Optional[dict]:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blocks.environment import DbtEnvironment, load_environment
 from blocks.local import local_paths
@@ -35,11 +35,47 @@ def bundled_project_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "dbt_project"
 
 
+def check_selector(spec: str) -> str:
+    """Refuse a malformed dbt selector before any dbt work.
+
+    dbt itself accepts `tag:` or `@@model`, selects nothing and says nothing: a typo would
+    silently build nothing (or, in `exclude`, leave out nothing).
+    """
+    from dbt.graph.selector_methods import MethodName
+    from dbt.graph.selector_spec import RAW_SELECTOR_PATTERN
+
+    methods = {m.value for m in MethodName}
+    terms = [term for union in spec.split() for term in union.split(",")] or [""]
+    for term in terms:
+        match = RAW_SELECTOR_PATTERN.match(term)
+        if not term:
+            problem = "it is empty"
+        elif match is None:
+            problem = "it is not dbt selector syntax"
+        elif match["method"] and match["method"].split(".")[0] not in methods:
+            problem = f"{match['method'].split('.')[0]!r} is not a dbt selector method ({', '.join(sorted(methods))})"
+        elif not match["value"]:
+            problem = f"nothing follows {match['method'] + ':' if match['method'] else 'the graph operators'}"
+        elif any(c in match["value"] for c in "@+"):
+            problem = "'@' goes only at its start, '+' only at its start or end, once each"
+        elif match["childrens_parents"] and match["parents"]:
+            problem = "'@' and a leading '+' cannot be combined"
+        else:
+            continue
+        raise ValueError(f"invalid dbt selector {spec!r}" + (f" (term {term!r})" if term != spec else "") + f": {problem}")
+    return spec
+
+
 class Layer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Name shown in the run summary.")
     select: str = Field(description="dbt selector of the layer's nodes, e.g. path:models/staging or tag:staging.")
+
+    @field_validator("select")
+    @classmethod
+    def _valid_selector(cls, value: str) -> str:
+        return check_selector(value)
 
 
 DEFAULT_LAYERS = [
@@ -71,6 +107,11 @@ class RunOptions(BaseModel):
     allow_shrink: bool = False
     keep_failed_version: bool = False
 
+    @field_validator("select", "exclude")
+    @classmethod
+    def _valid_selectors(cls, value: list[str]) -> list[str]:
+        return [check_selector(spec) for spec in value]
+
     def project_path(self) -> Path:
         path = Path(self.project_dir) if self.project_dir else bundled_project_dir()
         if not (path / "dbt_project.yml").exists():
@@ -95,7 +136,10 @@ class Journal:
         return cls(path)
 
     def save(self) -> None:
-        self.path.write_text(json.dumps({"done": self.done, "failed": self.failed, "data": self.data}))
+        # Write-then-rename: a run killed mid-write leaves the previous journal, never a truncated one.
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps({"done": self.done, "failed": self.failed, "data": self.data}))
+        partial.replace(self.path)
 
     def complete(self, step: str) -> None:
         self.done.append(step)

@@ -13,11 +13,14 @@ Layout under the block's basepath:
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import uuid
 from pathlib import Path
 from typing import Optional
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem as FsspecLocal
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from blocks.environment import DbtEnvironment
@@ -63,6 +66,34 @@ class StateStore:
         except OSError as error:
             raise StateStoreError(f"state store for {self.environment!r} is not writable: {error}") from None
 
+    def create(self, name: str, content: bytes) -> bool:
+        """Write `name` only if it does not exist yet; False if it does.
+
+        Atomic on a local store (a hard link of a complete file, so a reader never sees a
+        partial one). Object stores offer no create-if-absent through fsspec: there it is
+        check-then-write, and a caller that needs exclusivity reads back what it wrote.
+        """
+        filesystem, root = self._filesystem()
+        if not isinstance(filesystem, FsspecLocal):
+            if self.read(name) is not None:
+                return False
+            self.write(name, content)
+            return True
+        path = Path(filesystem._strip_protocol(posixpath.join(root, self._key(name))))
+        staging = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging.write_bytes(content)
+            try:
+                os.link(staging, path)
+            except FileExistsError:
+                return False
+            finally:
+                staging.unlink(missing_ok=True)
+        except OSError as error:
+            raise StateStoreError(f"state store for {self.environment!r} is not writable: {error}") from None
+        return True
+
     def read_json(self, name: str, default=None):
         content = self.read(name)
         return default if content is None else json.loads(content)
@@ -100,11 +131,24 @@ class StateStore:
 
     def save_run(self, run_id: str, files: dict[str, Path], docs_dir: Optional[Path] = None) -> None:
         """Keep this run's artifacts under runs/<run_id>, make them latest, drop history beyond `history`."""
+        self.stage_run(run_id, files)
+        self.promote_run(run_id, docs_dir)
+
+    def stage_run(self, run_id: str, files: dict[str, Path]) -> None:
+        """Keep this run's state files under runs/<run_id>; nothing reads them as latest yet."""
         for name, path in files.items():
-            content = Path(path).read_bytes()
-            self.write(f"runs/{run_id}/{name}", content)
-        for name, path in files.items():
-            self.write(f"latest/{name}", Path(path).read_bytes())
+            self.write(f"runs/{run_id}/{name}", Path(path).read_bytes())
+
+    def promote_run(self, run_id: str, docs_dir: Optional[Path] = None) -> None:
+        """Make the staged state of `run_id` latest (and its docs), then drop history beyond `history`."""
+        staged = self.list_dir(f"runs/{run_id}")
+        if "manifest.json" not in staged:
+            raise StateStoreError(f"state store for {self.environment!r} has no staged state of run {run_id}")
+        for name in STATE_FILES:
+            if name in staged:
+                self.write(f"latest/{name}", self.read(f"runs/{run_id}/{name}"))
+            else:
+                self.delete(f"latest/{name}")  # never pair this run's manifest with an older run's sources.json
         if docs_dir is not None and docs_dir.exists():
             for page in ("static_index.html", "index.html", "catalog.json"):
                 if (docs_dir / page).exists():

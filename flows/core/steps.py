@@ -7,7 +7,9 @@ functions so that the flow file reads like the runbook.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
 from flows.core.versions import (
     AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live, prune,
-    published_relations,
+    published_relations, restore_live,
 )
 from flows.core.warehouse import Relation, warehouse_for
 
@@ -129,9 +131,9 @@ def source_tests(run: ProductionRun) -> StepResult:
     return _checked("source tests", run.live.run(["test", "--select", "source:*"]))
 
 
-def _selectors(run: ProductionRun, ids: set[str]) -> list[str]:
-    graph = Graph(run.live.manifest)  # node names are the same in every target
-    return sorted(graph.fqn_selector(i) for i in ids)
+def _selection(run: ProductionRun, ids: set[str], *covers: str) -> list[str]:
+    # node names are the same in every target; `covers` let dbt match a few selectors, not one per node
+    return run.live.selection_args(ids, covers)
 
 
 def _common_flags(run: ProductionRun) -> list[str]:
@@ -150,7 +152,7 @@ def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> Ste
         get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
         result = project.run(["retry", "--state", str(retry_state)])
     else:
-        result = project.run(command)
+        result = project.run(command, node_tasks=run.options.node_tasks and command[0] == "build")
     if result.run_results:
         attempt = run.run_dir / "steps" / f"{slug}.attempt-{_attempt()}.json"
         attempt.parent.mkdir(exist_ok=True)
@@ -174,7 +176,7 @@ def _attempt() -> int:
 def seeds(run: ProductionRun, plan: Plan) -> StepResult:
     if not plan.seeds:
         return StepResult.skipped("seeds", "no seeds to load")
-    return _dbt_step(run, "seeds", run.build, ["seed", "--select", *_selectors(run, plan.seeds),
+    return _dbt_step(run, "seeds", run.build, ["seed", *_selection(run, plan.seeds, "resource_type:seed"),
                                                *(["--full-refresh"] if run.options.full_refresh else [])])
 
 
@@ -184,12 +186,12 @@ def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
     if not plan.snapshots:
         return StepResult.skipped("snapshots", "no snapshots of sources or seeds to take")
     # Snapshots always run against the unversioned schema: their history cannot be rebuilt.
-    return _dbt_step(run, "snapshots", run.live, ["snapshot", "--select", *_selectors(run, plan.snapshots)])
+    return _dbt_step(run, "snapshots", run.live, ["snapshot", *_selection(run, plan.snapshots, "resource_type:snapshot")])
 
 
 def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
-    selected = _selectors(run, stage.nodes | stage.tests)
-    command = ["build", "--select", *selected, "--indirect-selection", "empty", *_common_flags(run)]
+    covers = [layer.select for layer in run.options.layers if layer.name == stage.name]
+    command = ["build", *_selection(run, stage.nodes | stage.tests, *covers), *_common_flags(run)]
     if run.options.fail_fast:
         command.append("--fail-fast")
     if run.blue_green or not run.options.run_snapshots:
@@ -200,7 +202,7 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
         # A snapshot of a model keeps its history in the unversioned schema, like every snapshot;
         # it reads the model from the version just built and tested (favor the version's manifest).
         taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, [
-            "snapshot", "--select", *_selectors(run, model_snapshots),
+            "snapshot", *_selection(run, model_snapshots, "resource_type:snapshot"),
             "--defer", "--favor-state", "--defer-state", str(run.build.target_path),
         ])
         result.nodes += taken.nodes
@@ -228,7 +230,7 @@ def prepare_version(run: ProductionRun, plan: Plan) -> None:
     if run.version in registry.versions and run.resumed:
         registry.mark(run.version, "building")
     else:
-        orphans = abandon_unfinished(registry)
+        orphans = abandon_unfinished(registry, warehouse=warehouse)
         dropped = drop_unreferenced_schemas(warehouse, registry, base)
         if orphans or dropped:
             logger.info("Cleaned up after earlier runs: versions %s, schemas %s.", orphans, dropped)
@@ -274,7 +276,8 @@ def publish(run: ProductionRun, plan: Plan) -> str:
                 for r in refused
             ) + " — rerun with allow_shrink=True if this is expected"
         )
-    registry.mark(run.version, "ready")
+    registry.mark(run.version, "ready")  # also proves the state store still takes writes, before the flip
+    pause_for_tests(run, "flip")
     statements = make_live(warehouse, registry, version)
     pruned = prune(warehouse, registry, run.environment.schema_name, run.environment.blue_green.keep_versions)
     run.report.versions = registry.listing()
@@ -283,20 +286,40 @@ def publish(run: ProductionRun, plan: Plan) -> str:
 
 
 def discard_version(run: ProductionRun, reason: str) -> None:
-    """A failed build or audit: live was never touched; drop the version unless asked to keep it."""
+    """A run failed: drop its version unless asked to keep it, and never leave live reading a dropped one.
+
+    - published: the run failed after the flip (promoting state, say); live IS this version: keep it;
+    - ready: the flip may have run without being recorded: put live back first;
+    - otherwise live was never touched.
+    Called while the run is already failing: it logs its own trouble instead of raising over the
+    run's error; whatever it could not clean up, the next run's `prepare_version` does.
+    """
     if not run.blue_green:
         return
-    registry = VersionRegistry(run.store)
-    if run.version not in registry.versions:
-        return
-    keep = run.options.keep_failed_version or retries_remaining()
-    registry.mark(run.version, "kept" if keep else "failed", note=reason[:300])
-    if not keep:
+    logger = get_run_logger()
+    try:
+        registry = VersionRegistry(run.store)
+        version = registry.versions.get(run.version)
+        if version is None:
+            return
+        if version.status == "published":
+            logger.warning("Version %s is live (the run failed after publishing it): it is kept.", run.version)
+            return
+        keep = run.options.keep_failed_version or retries_remaining()
         warehouse = warehouse_for(run.environment)
-        base = run.environment.schema_name
-        for schema in warehouse.schemas_with_prefix(f"{base}__{run.version}"):
-            warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
-    run.report.versions = registry.listing()
+        if version.status == "ready":
+            restore_live(warehouse, registry, version)
+        version.status, version.note = ("kept" if keep else "failed"), reason[:300]
+        try:
+            registry.save()
+        finally:  # live no longer reads the version (restored above, or never flipped): dropping it is safe
+            if not keep:
+                base = run.environment.schema_name
+                for schema in warehouse.schemas_with_prefix(f"{base}__{run.version}"):
+                    warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
+        run.report.versions = registry.listing()
+    except Exception as error:  # noqa: BLE001 - the run's own error is what must surface
+        logger.error("Could not discard version %s (%s); the next run cleans it up.", run.version, error)
 
 
 def retries_remaining() -> bool:
@@ -309,7 +332,9 @@ def retries_remaining() -> bool:
 
 
 def save_state(run: ProductionRun) -> Path:
-    """Manifest (live locations), sources.json, merged run results, docs: for the next run and for CI."""
+    """Stage this run's state in the store (runs/<run id>/): manifest (live locations), sources.json,
+    merged run results. Runs BEFORE the flip, so live never points at a version whose state was
+    not saved; an unwritable store fails the run here, with live untouched."""
     files = {"manifest.json": run.live.target_path / "manifest.json"}
     sources = run.live.target_path / "sources.json"
     if sources.exists():
@@ -317,11 +342,27 @@ def save_state(run: ProductionRun) -> Path:
     merged = run.run_dir / "run_results.json"
     merged.write_text(_merged_run_results(run))
     files["run_results.json"] = merged
+    run.store.stage_run(run.run_id, files)
+    return merged
+
+
+def promote_state(run: ProductionRun) -> None:
+    """After the flip: the staged state becomes latest (what the freshness gate and slim CI read), with docs."""
     docs_dir = run.build.target_path if run.options.generate_docs else None
-    run.store.save_run(run.run_id, files, docs_dir)
+    run.store.promote_run(run.run_id, docs_dir)
     run.store.record_timings({n.unique_id: n.execution_time for n in run.report.nodes
                               if n.resource_type == "model" and n.status == "success"})
-    return merged
+
+
+PAUSE_VARIABLE = "LAKEHOUSE_TEST_PAUSE_BEFORE"
+
+
+def pause_for_tests(run: ProductionRun, point: str) -> None:
+    """Test-only hook: with LAKEHOUSE_TEST_PAUSE_BEFORE=<point>, touch `paused-before-<point>` in the
+    run dir and sleep, so a reliability test can kill the run at that exact moment. Never set in production."""
+    if os.environ.get(PAUSE_VARIABLE) == point:
+        (run.run_dir / f"paused-before-{point}").touch()
+        time.sleep(float(os.environ.get("LAKEHOUSE_TEST_PAUSE_SECONDS", "300")))
 
 
 def _merged_run_results(run: ProductionRun) -> str:
@@ -339,4 +380,5 @@ def _merged_run_results(run: ProductionRun) -> str:
 __all__ = [
     "DbtCommandError", "StepFailed", "dbt_deps", "parse_and_select", "source_freshness", "apply_gate", "source_tests", "seeds",
     "snapshots", "build_layer", "docs", "prepare_version", "publish", "discard_version", "save_state",
+    "promote_state",
 ]

@@ -1,0 +1,107 @@
+"""flows/core/dbt.py: the performance properties of DbtProject, and the node_tasks path.
+
+Real dbt, real DuckDB, a small generated project; the node-task test runs against the
+session's Prefect server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.context import get_run_context
+from prefect.utilities.collections import visit_collection
+
+from blocks.profile import RenderedProfile
+from flows.core.dbt import EXPLICIT_SELECTION_LIMIT, DbtProject, StepResult
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from generate_project import generate_project, write_profiles  # noqa: E402
+
+N = 200  # big enough that the staging layer exceeds EXPLICIT_SELECTION_LIMIT
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("generated")
+    generate_project(N, root / "project", root / "template.duckdb")
+    return root / "project", root / "template.duckdb"
+
+
+@pytest.fixture
+def project(generated, tmp_path) -> DbtProject:
+    project_dir, template = generated
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(template.read_bytes())
+    write_profiles(tmp_path / "profiles", warehouse)
+    profile = RenderedProfile(tmp_path / "profiles", "bench", "local", "main")
+    return DbtProject(project_dir, profile, tmp_path / "target")
+
+
+def test_prefect_does_not_walk_into_a_project_or_its_results(project):
+    project.parse()
+    result = project.run(["seed"])
+    visited = []
+    visit_collection([project, result], lambda value: visited.append(value))
+    # The list and its two items, nothing inside them (a manifest walk took seconds on 2,000 nodes).
+    assert len(visited) == 3
+    assert isinstance(result, StepResult) and result.success and result.run_results
+
+
+def test_selection_args_select_exactly_the_nodes_with_few_terms(project):
+    project.parse()
+    staging = project.list_ids(["path:models/staging"], ["source:*"])  # models and their tests
+    assert len(staging) > EXPLICIT_SELECTION_LIMIT
+    one_out = sorted(staging)[0]
+    for wanted in (staging, staging - {one_out}):
+        args = project.selection_args(wanted, ["path:models/staging"])
+        assert len(args) < len(wanted) / 2, args  # the cover plus a few corrections, not one term per node
+        assert project.list_ids(extra=args) == wanted
+    small = set(sorted(staging)[:3])
+    assert project.list_ids(extra=project.selection_args(small, ["path:models/staging"])) == small
+
+
+def test_the_warehouse_is_released_between_commands(project):
+    project.parse()
+    assert project.run(["seed"]).success
+    warehouse = Path(project.profile.profiles_dir).parent / "warehouse.duckdb"
+    # DuckDB locks a file per process: another process can write only if we closed it.
+    script = f"import duckdb; duckdb.connect({str(warehouse)!r}).execute('create table probe as select 1 as x')"
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert not warehouse.with_suffix(".duckdb.wal").exists()
+
+
+def test_node_tasks_make_one_task_run_per_node(project):
+    project.parse()
+    seeds_and_staging = ["build", "--select", "resource_type:seed", "path:models/staging", "--exclude", "source:*"]
+
+    @flow(name="node-tasks-probe")
+    def probe() -> tuple[StepResult, str]:
+        result = project.run(seeds_and_staging, node_tasks=True)
+        return result, str(get_run_context().flow_run.id)
+
+    result, flow_run_id = probe()
+    assert result.success and result.run_results and len(result.nodes) > 10
+    # prefect-dbt names each node's task run "<resource type> <node name>".
+    expected = {f"{node.resource_type} {node.name}" for node in result.nodes}
+    names: set[str] = set()
+    for _ in range(120):  # the server records task runs from events, a moment after they ran
+        names = _task_run_names(flow_run_id)
+        if expected <= names:
+            break
+        time.sleep(0.5)
+    assert expected <= names, sorted(expected - names)[:5]
+
+
+def _task_run_names(flow_run_id: str) -> set[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name for run in runs}

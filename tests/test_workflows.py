@@ -105,6 +105,7 @@ def test_deploy_runs_on_main_and_applies_everything_in_order(deploy):
     assert uses(job)[:2] == ["actions/checkout", "actions/setup-python"] and python_version(job) == "3.11"
     assert runs(job) == [
         "make install",
+        ".venv/bin/python -m deployments.config_check prefect.yaml",
         ".venv/bin/python -m blocks.register",
         ".venv/bin/python -m deployments.work_pools apply",
         ".venv/bin/python -m deployments.automations apply",

@@ -199,8 +199,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="before each sample, wait (up to --max-wait s) for the 1-min load to drop below this")
     parser.add_argument("--max-wait", type=float, default=0, help="seconds to wait for a quiet machine (0: never)")
     args = parser.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",")]
-    if "plain" not in variants or set(variants) - set(VARIANTS):
+    requested = {v.strip() for v in args.variants.split(",")}
+    variants = [v for v in VARIANTS if v in requested]  # plain first: the others' ratios need it
+    if "plain" not in requested or requested - set(VARIANTS):
         parser.error(f"--variants must include plain (the baseline) and only {', '.join(VARIANTS)}")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-overhead-"))
@@ -211,6 +212,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         with server as api_url:
             bench = OverheadBench(workdir, args.nodes, api_url, args.repo.resolve())
             before = h.load_average()
+            planned = args.rounds * len(variants)
             for round_ in range(1, args.rounds + 1):
                 for variant in variants:
                     if args.max_wait:
@@ -219,8 +221,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print(f"round {round_} {variant}: {sample.seconds:.1f} s, peak {_report.mib(sample.peak_rss)} MiB, "
                           f"{sample.nodes_run} nodes, ok={sample.ok}, load {sample.load}", flush=True)
                     samples.append(sample)
-            body = _markdown(bench, samples, args, (before, h.load_average()))
-        _report.write_section(args.out, f"Overhead, N = {args.nodes:,}", body)
+                    # Rewritten after every sample: a long run that dies still leaves what it measured.
+                    body = _markdown(bench, samples, args, (before, h.load_average()))
+                    if len(samples) < planned:
+                        body = f"**Partial: {len(samples)} of {planned} samples so far.**\n\n" + body
+                    _report.write_section(args.out, f"Overhead, N = {args.nodes:,}", body)
         print(f"wrote {args.out}")
         return 0 if all(s.ok for s in samples) else 1
     finally:

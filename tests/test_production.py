@@ -208,3 +208,46 @@ def test_runs_unchanged_on_another_stock_project(lakehouse_home, tmp_path):
     assert _query(lakehouse_home, "select count(*) from main_snapshots.sales_history") == [(2,)]
     assert not _query(lakehouse_home, "select 1 from information_schema.tables where table_name = 'sales_history' "
                                       "and table_schema <> 'main_snapshots'")
+
+
+# --- the gate without a fresher source: only a code change rebuilds -----------------------------
+
+GATED_PROJECT = {
+    "dbt_project.yml": """
+        name: gated
+        version: "1.0"
+        profile: gated
+    """,
+    "models/_sources.yml": """
+        version: 2
+        sources:
+          - name: landing
+            schema: landing
+            loaded_at_field: loaded_at
+            freshness: {warn_after: {count: 100, period: day}}
+            tables: [{name: people}]
+    """,
+    "models/people.sql": "select person_id from {{ source('landing', 'people') }}",
+    "models/people_count.sql": "select count(*) as people from {{ ref('people') }}",
+    "models/constant.sql": "select 1 as one",
+}
+
+
+def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehouse_home, tmp_path, caplog):
+    project = _write_project(tmp_path / "gated", GATED_PROJECT)
+    with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
+        connection.execute("create schema landing")
+        connection.execute("create table landing.people as select 1 as person_id, now() as loaded_at")
+
+    def run() -> set[str]:
+        state = production_run(environment="local", project_dir=str(project), return_state=True)
+        assert state.is_completed(), state.message
+        return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
+
+    assert run() == {"model.gated.people", "model.gated.people_count", "model.gated.constant"}
+    assert run() == set()
+    assert "the project is unchanged since the last build" in caplog.text  # decided without dbt ls
+    (project / "models" / "people.sql").write_text("select person_id, 'x' as tag from {{ source('landing', 'people') }}")
+    assert run() == {"model.gated.people", "model.gated.people_count"}
+    assert _query(lakehouse_home, "select tag from main.people") == [("x",)]
+    assert run() == set()

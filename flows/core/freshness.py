@@ -5,11 +5,20 @@ the previous run's state, so a changed model, seed or config is never skipped an
 node that reads from no source rebuilds only when its code changes. Sources with no
 freshness configured cannot say whether they got fresher; everything downstream of
 them is rebuilt every run rather than silently skipped.
+
+The common nightly answer is "nothing": no source is fresher and the code did not change.
+That is decided here without dbt when it can be proven: every source's max_loaded_at is no
+newer than last time, and the project's parse fingerprint (what dbt's own partial parsing
+keys on: every file's checksum, vars, env vars, profile and versions) matches the one saved
+with the previous state, so `state:modified` cannot match anything. Any doubt goes to dbt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Optional
 
 from dbt.contracts.graph.manifest import Manifest
@@ -81,3 +90,36 @@ def raise_if_stale(report: list[SourceFreshness]) -> list[SourceFreshness]:
 
 def gate_selectors(manifest: Manifest) -> list[str]:
     return GATE_SELECTORS + [f"{s}+" for s in sources_without_freshness(manifest)]
+
+
+def parse_fingerprint(manifest: Manifest) -> str:
+    """A digest of everything a parse depends on; equal fingerprints mean equal manifests."""
+    from dbt.version import __version__ as dbt_version
+
+    state_check = manifest.state_check.to_dict(omit_none=False) if manifest.state_check else {}
+    inputs = {
+        "dbt": dbt_version,
+        "adapter": manifest.metadata.adapter_type,
+        "state_check": state_check,
+        "files": sorted((file_id, source_file.checksum.checksum) for file_id, source_file in manifest.files.items()),
+        "env_vars": sorted(manifest.env_vars.items()),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fresher_sources(current: Optional[dict], previous: Optional[dict]) -> Optional[set[str]]:
+    """Sources whose max_loaded_at is newer than (or missing from) the previous sources.json,
+    as dbt's `source_status:fresher` decides; None when either report is missing."""
+    if not current or not previous:
+        return None
+
+    def loaded(report: dict) -> dict[str, datetime]:
+        return {r["unique_id"]: _timestamp(r["max_loaded_at"]) for r in report.get("results", []) if r.get("max_loaded_at")}
+
+    before, now = loaded(previous), loaded(current)
+    return {u for u, at in now.items() if u not in before or at > before[u]}
+
+
+def _timestamp(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed

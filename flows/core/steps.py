@@ -16,7 +16,10 @@ from pathlib import Path
 from prefect.logging import get_run_logger
 
 from flows.core.dbt import DbtCommandError, StepResult
-from flows.core.freshness import gate_selectors, raise_if_stale, read_report, sources_with_freshness
+from flows.core.freshness import (
+    fresher_sources, gate_selectors, parse_fingerprint, raise_if_stale, read_report, sources_with_freshness,
+    sources_without_freshness,
+)
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
 from flows.core.versions import (
@@ -30,8 +33,7 @@ BUILDABLE_TYPES = ("model", "seed", "snapshot")
 
 @dataclass
 class Selection:
-    candidates: set[str]
-    layers: list[tuple[str, set[str]]]
+    candidates: set[str]  # models, seeds and snapshots the run's select/exclude pick
 
 
 class StepFailed(RuntimeError):
@@ -71,15 +73,21 @@ def source_freshness(run: ProductionRun) -> StepResult:
 
 
 def parse_and_select(run: ProductionRun) -> Selection:
-    """Parse once, and resolve every selector now, so a bad one fails before any dbt work."""
+    """Parse once, and resolve the run's selection now, so a selector that fails fails before any dbt work.
+
+    (Selector syntax, the layers' included, was checked when the options were made; what each
+    layer matches is listed only when the gate leaves something to build.)
+    """
     logger = get_run_logger()
     options, live = run.options, run.live
     live.parse()  # the versioned build project parses later, only if there is something to build
-    candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE_TYPES)
+    if options.select or options.exclude:
+        candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE_TYPES)
+    else:  # what `dbt ls --resource-type model seed snapshot` lists, without a second of dbt to list it
+        candidates = {u for u, node in live.manifest.nodes.items() if node.resource_type.value in BUILDABLE_TYPES}
     if options.select and not candidates:
         logger.warning("The selection %s matches no model, seed or snapshot: nothing to build.", options.select)
-    layers = [(layer.name, live.list_ids([layer.select], None, BUILDABLE_TYPES)) for layer in options.layers]
-    return Selection(candidates, layers)
+    return Selection(candidates)
 
 
 def apply_gate(run: ProductionRun, selection: Selection, freshness_checked: bool) -> Plan:
@@ -90,18 +98,38 @@ def apply_gate(run: ProductionRun, selection: Selection, freshness_checked: bool
     gate_reason = _gate_off_reason(run, freshness_checked)
     if gate_reason:
         logger.info("Freshness gate off: %s.", gate_reason)
+    elif _provably_nothing_new(run):
+        logger.info("Freshness gate: no source is fresher and the project is unchanged since the last build.")
+        candidates = set()
     else:
         state_dir = run.run_dir / "previous-state"
-        run.store.fetch_latest(state_dir)
+        run.store.fetch_latest(state_dir, ("manifest.json", "sources.json"))
         gated = run.live.list_ids(gate_selectors(manifest), None, BUILDABLE_TYPES, extra=["--state", str(state_dir)])
         logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher sources or changed.",
                     len(candidates & gated), len(candidates))
         candidates &= gated
-    plan = plan_stages(Graph(manifest), candidates, selection.layers)
+    layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE_TYPES) if candidates else set())
+              for layer in run.options.layers]
+    plan = plan_stages(Graph(manifest), candidates, layers)
     for name in plan.empty_layers:
         logger.info("Layer %r has nothing to build: skipped.", name)
     run.report.empty_layers = plan.empty_layers
     return plan
+
+
+FINGERPRINT_FILE = "parse_fingerprint.json"
+
+
+def _provably_nothing_new(run: ProductionRun) -> bool:
+    """The gate's answer is "nothing", decided without loading the previous manifest (see freshness.py)."""
+    manifest = run.live.manifest
+    if sources_without_freshness(manifest):
+        return False  # always rebuilt downstream
+    saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
+    if saved.get("fingerprint") != parse_fingerprint(manifest):
+        return False
+    previous = json.loads(run.store.read("latest/sources.json") or b"null")
+    return fresher_sources(run.live.artifact("sources.json"), previous) == set()
 
 
 def _gate_off_reason(run: ProductionRun, freshness_checked: bool) -> str:
@@ -140,7 +168,7 @@ def _common_flags(run: ProductionRun) -> list[str]:
     flags = ["--full-refresh"] if run.options.full_refresh else []
     if run.blue_green:
         # Nodes this run does not build (snapshots, gated-out models) resolve to live.
-        flags += ["--defer", "--defer-state", str(run.live.target_path)]
+        flags += ["--defer", "--defer-state", str(run.live.as_state())]
     return flags
 
 
@@ -203,7 +231,7 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
         # it reads the model from the version just built and tested (favor the version's manifest).
         taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, [
             "snapshot", *_selection(run, model_snapshots, "resource_type:snapshot"),
-            "--defer", "--favor-state", "--defer-state", str(run.build.target_path),
+            "--defer", "--favor-state", "--defer-state", str(run.build.as_state()),
         ])
         result.nodes += taken.nodes
         result.seconds += taken.seconds
@@ -215,7 +243,7 @@ def docs(run: ProductionRun) -> StepResult:
         return StepResult.skipped("docs", "generate_docs=False")
     command = ["docs", "generate", "--static"]
     if run.blue_green:
-        command += ["--defer", "--defer-state", str(run.live.target_path)]
+        command += ["--defer", "--defer-state", str(run.live.as_state())]
     return _checked("docs", run.build.run(command))
 
 
@@ -335,13 +363,16 @@ def save_state(run: ProductionRun) -> Path:
     """Stage this run's state in the store (runs/<run id>/): manifest (live locations), sources.json,
     merged run results. Runs BEFORE the flip, so live never points at a version whose state was
     not saved; an unwritable store fails the run here, with live untouched."""
-    files = {"manifest.json": run.live.target_path / "manifest.json"}
+    files = {"manifest.json": run.live.as_state() / "manifest.json"}
     sources = run.live.target_path / "sources.json"
     if sources.exists():
         files["sources.json"] = sources
     merged = run.run_dir / "run_results.json"
     merged.write_text(_merged_run_results(run))
     files["run_results.json"] = merged
+    fingerprint = run.run_dir / FINGERPRINT_FILE
+    fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.manifest)}))
+    files[FINGERPRINT_FILE] = fingerprint
     run.store.stage_run(run.run_id, files)
     return merged
 

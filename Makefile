@@ -25,8 +25,11 @@ demo: install
 	$(PY) dbt_project/landing/land.py --source orders --rows 25
 	$(PY) -m flows.production --environment local
 
+# One worker per core, each with its own Prefect server; a test file stays on one worker,
+# so a module's chain of runs keeps its order.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) bench/overhead.py --nodes 200

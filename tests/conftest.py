@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,67 @@ def landed_home(lakehouse_home, landed_template) -> Path:
     """$LAKEHOUSE_HOME with the bundled project's raw data already landed."""
     shutil.copy(landed_template, lakehouse_home / "warehouse.duckdb")
     return lakehouse_home
+
+
+# --- the reliability suite's report: cases tried per category, and what it measured ------------
+# Here, not in tests/reliability/conftest.py: with pytest-xdist the controller, which prints the
+# summary, never collects tests and so never loads a subdirectory's conftest.
+
+CATEGORIES = {
+    "test_bad_input": "bad input", "test_faults": "faults", "test_secrets": "secrets",
+    "test_concurrency": "concurrency", "test_soak": "soak",
+}
+_outcomes: dict[str, Counter] = {name: Counter() for name in CATEGORIES.values()}
+_timings: dict[str, str] = {}
+captured_output: list[str] = []  # stdout/stderr pytest captured for each reliability test phase
+
+
+def _category(nodeid: str):
+    if "reliability/" not in nodeid:
+        return None
+    module = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    return CATEGORIES.get(module)
+
+
+def pytest_runtest_logreport(report):
+    category = _category(report.nodeid)
+    if category is None:
+        return
+    captured_output.append(report.capstdout + report.capstderr)
+    _timings.update(dict(value for key, value in report.user_properties if key == TIMING_PROPERTY))
+    if report.when == "call":
+        _outcomes[category][report.outcome] += 1
+    elif report.when == "setup" and report.outcome in {"skipped", "failed"}:
+        _outcomes[category]["skipped" if report.skipped else "error"] += 1
+
+
+def record_timing(name: str, value: str) -> None:
+    """A measurement worth reporting at the end of the session (soak per-run time, ...).
+
+    It travels on the test's report, so it reaches the summary from a pytest-xdist worker too."""
+    _pending[name] = value
+
+
+_pending: dict[str, str] = {}
+TIMING_PROPERTY = "reliability timing"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.user_properties += [(TIMING_PROPERTY, pair) for pair in _pending.items()]
+    _pending.clear()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not any(_outcomes[c] for c in _outcomes):
+        return
+    counts = ", ".join(f"{c} {sum(o.values())}" for c, o in _outcomes.items())
+    terminalreporter.write_line(f"reliability cases: {counts}")
+    details = "; ".join(
+        f"{c}: " + ", ".join(f"{n} {k}" for k, n in sorted(o.items())) for c, o in _outcomes.items() if o
+    )
+    terminalreporter.write_line(f"reliability outcomes: {details}")
+    for name, value in _timings.items():
+        terminalreporter.write_line(f"reliability timing: {name}: {value}")

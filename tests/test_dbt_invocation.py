@@ -105,3 +105,24 @@ def _task_run_names(flow_run_id: str) -> set[str]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {run.name for run in runs}
+
+
+def test_failed_nodes_are_reported_when_dbt_raises_after_them(tmp_path):
+    """dbt can raise after nodes failed (an on-run-end hook here; a fail-fast cancel under load):
+    the step still fails naming the failing test, not dbt's later error."""
+    project_dir = tmp_path / "hooked"
+    (project_dir / "models").mkdir(parents=True)
+    (project_dir / "dbt_project.yml").write_text(
+        'name: hooked\nversion: "1.0"\nprofile: hooked\n'
+        "on-run-end: [\"{% if execute and results %}{{ exceptions.raise_compiler_error('boom') }}{% endif %}\"]\n")
+    (project_dir / "models" / "people.sql").write_text("select null as person_id")
+    (project_dir / "models" / "people.yml").write_text(
+        "version: 2\nmodels:\n  - name: people\n    columns: [{name: person_id, data_tests: [not_null]}]\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "profiles.yml").write_text(
+        f"hooked:\n  target: local\n  outputs:\n    local: {{type: duckdb, path: '{tmp_path / 'w.duckdb'}', schema: main}}\n")
+    project = DbtProject(project_dir, RenderedProfile(tmp_path / "profiles", "hooked", "local", "main"),
+                         tmp_path / "target")
+    result = project.run(["build"])
+    assert not result.success
+    assert [f.name for f in result.failures] == ["not_null_people_person_id"]

@@ -114,6 +114,34 @@ def _node_result(result: Any, target_path: Path, project_name: str) -> NodeResul
     )
 
 
+class _FailedNodes:
+    """A dbt event callback keeping the nodes that failed, for when the command then raises.
+
+    A fail-fast stop cancels the warehouse connections, and dbt can raise afterwards
+    ("Connection already closed") and lose its node results: the failing test or model,
+    not that error, is what the run must report.
+    """
+
+    def __init__(self, project: "DbtProject"):
+        self.project = project
+        self.nodes: list[NodeResult] = []
+
+    def __call__(self, event: Any) -> None:
+        if event.info.name != "NodeFinished":
+            return
+        result, info = event.data.run_result, event.data.node_info
+        if result.status not in {"error", "fail", "runtime error"}:
+            return
+        node = self.project.manifest.nodes.get(info.unique_id) if self.project.manifest else None
+        original = getattr(node, "original_file_path", None)
+        self.nodes.append(NodeResult(
+            unique_id=info.unique_id, resource_type=info.resource_type, name=info.node_name,
+            status=result.status, message=result.message, execution_time=result.execution_time,
+            compiled_path=str(self.project.target_path / "compiled" / node.package_name / original) if original else None,
+            relation=getattr(node, "relation_name", None),
+        ))
+
+
 def _invoke(runner: Any, argv: list[str]) -> Any:
     try:
         return runner.invoke(argv)
@@ -195,10 +223,10 @@ class DbtProject:
             self._manifest_written = True
         return self.target_path
 
-    def raw_invoke(self, command: list[str]) -> Any:
+    def raw_invoke(self, command: list[str], callbacks: list = ()) -> Any:
         if self.manifest is None:
             self.parse()
-        return _invoke(dbtRunner(manifest=self.manifest), self._argv(command))
+        return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command))
 
     def run(self, command: list[str], node_tasks: bool = False) -> StepResult:
         """Run one dbt command and collect its node results.
@@ -211,10 +239,13 @@ class DbtProject:
         result_file = RESULT_FILES.get(command[0])
         argv = [*command, "--no-write-json"] if result_file else command
         started = time.perf_counter()
-        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv)
+        failed = _FailedNodes(self)
+        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed])
         if result_file and hasattr(result.result, "write"):
             result.result.write(str(self.target_path / result_file))
         seconds = time.perf_counter() - started
+        if result.exception is not None and failed.nodes:
+            return StepResult(" ".join(command), False, seconds, failed.nodes)
         if result.exception is not None:
             raise DbtCommandError(f"dbt {' '.join(command[:2])} failed: {type(result.exception).__name__}: "
                                   f"{result.exception}")

@@ -1,4 +1,4 @@
-"""Fixtures of the reliability suite, and the count of cases it tried per category.
+"""Fixtures of the reliability suite (its per-category count of cases is in tests/conftest.py).
 
 The expensive part of most cases is the first production run of the bundled project
 (~30 s idle). It happens once per session (`published_template`); every module then
@@ -9,57 +9,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from conftest import record_timing
+
 from .helpers import copy_home
-
-CATEGORIES = {
-    "test_bad_input": "bad input", "test_faults": "faults", "test_secrets": "secrets",
-    "test_concurrency": "concurrency", "test_soak": "soak",
-}
-_outcomes: dict[str, Counter] = {name: Counter() for name in CATEGORIES.values()}
-_timings: dict[str, str] = {}
-captured_output: list[str] = []  # stdout/stderr pytest captured for each reliability test phase
-
-
-def _category(nodeid: str):
-    if "reliability/" not in nodeid:
-        return None
-    module = nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-    return CATEGORIES.get(module)
-
-
-def pytest_runtest_logreport(report):
-    category = _category(report.nodeid)
-    if category is None:
-        return
-    captured_output.append(report.capstdout + report.capstderr)
-    if report.when == "call":
-        _outcomes[category][report.outcome] += 1
-    elif report.when == "setup" and report.outcome in {"skipped", "failed"}:
-        _outcomes[category]["skipped" if report.skipped else "error"] += 1
-
-
-def record_timing(name: str, value: str) -> None:
-    """A measurement worth reporting at the end of the session (soak per-run time, ...)."""
-    _timings[name] = value
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not any(_outcomes[c] for c in _outcomes):
-        return
-    counts = ", ".join(f"{c} {sum(o.values())}" for c, o in _outcomes.items())
-    terminalreporter.write_line(f"reliability cases: {counts}")
-    details = "; ".join(
-        f"{c}: " + ", ".join(f"{n} {k}" for k, n in sorted(o.items())) for c, o in _outcomes.items() if o
-    )
-    terminalreporter.write_line(f"reliability outcomes: {details}")
-    for name, value in _timings.items():
-        terminalreporter.write_line(f"reliability timing: {name}: {value}")
-
 
 @pytest.fixture(scope="session")
 def published_template(tmp_path_factory, landed_template, prefect_server) -> Path:

@@ -34,7 +34,7 @@ from blocks.environment import BlueGreenSettings, DbtEnvironment, load_environme
 from blocks.profile import rendered_profile
 from flows.production import production_run
 
-from .conftest import record_timing
+from conftest import record_timing
 from .helpers import BUNDLED_PROJECT, copy_home
 
 CANARY = f"dapi-RELIABILITY-CANARY-{uuid.uuid4().hex}"
@@ -253,7 +253,9 @@ def _files_holding(roots, needle: bytes, newer_than: float = 0.0, max_bytes: int
         root = Path(root)
         if not root.exists():
             continue
-        for path in [root] if root.is_file() else root.rglob("*"):
+        # os.walk, not rglob: another process (a parallel test worker) may remove a temp dir mid-walk
+        walked = [root] if root.is_file() else (Path(d) / f for d, _, files in os.walk(root) for f in files)
+        for path in walked:
             try:
                 if not path.is_file() or path.is_symlink():
                     continue
@@ -280,7 +282,7 @@ def test_canary_in_no_file(exercised):
 
 def test_canary_not_in_captured_output(exercised, request):
     """What pytest captured (fd level) while the module fixture ran, and during the tests before this one."""
-    from .conftest import captured_output
+    from conftest import captured_output
 
     if request.config.getoption("capture") == "no":
         pytest.skip("output capture is off (-s)")

@@ -20,7 +20,7 @@ from land import land_new_data
 from blocks.environment import builtin_local
 from flows.production import production_run
 
-from .conftest import record_timing
+from conftest import record_timing
 from .helpers import copy_home, dir_bytes, registry, run_dirs, versioned_schemas
 
 RUNS = 30

@@ -67,6 +67,9 @@ class RunEnded(Strict):
     match: Match
     message: str
 
+    def actions(self, config: "AutomationsFile", block_id) -> list:
+        return _notify(config, self.message, block_id)
+
     def trigger(self):
         from prefect.events.schemas.automations import EventTrigger, Posture
 
@@ -86,6 +89,9 @@ class RunLate(Strict):
     match: Match
     message: str
 
+    def actions(self, config: "AutomationsFile", block_id) -> list:
+        return _notify(config, self.message, block_id)
+
     def trigger(self):
         from prefect.events.schemas.automations import EventTrigger, Posture
 
@@ -99,7 +105,43 @@ class RunLate(Strict):
         )
 
 
-Alert = Annotated[Union[RunEnded, RunLate], Field(discriminator="when")]
+class RunLost(Strict):
+    """A flow run whose process died without a word (SIGKILL, lost host): its heartbeats stop.
+
+    Prefect marks nothing by itself: the run would stay Running forever, and on-call would never
+    hear. This marks it Crashed, which the run-ended alert then reports. Flow runs send heartbeats
+    only with PREFECT_FLOWS_HEARTBEAT_FREQUENCY set where they run (prefect.yaml sets it per pool).
+    """
+
+    name: str
+    description: str = ""
+    when: Literal["run-lost"]
+    no_heartbeat_for_seconds: int = Field(ge=60, description="Several heartbeat intervals, so one late beat is no crash.")
+    match: Match
+
+    def trigger(self):
+        from prefect.events.schemas.automations import EventTrigger, Posture
+
+        return EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related=self.match.related(),
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in FINAL_STATES)},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive, threshold=1, within=timedelta(seconds=self.no_heartbeat_for_seconds),
+        )
+
+    def actions(self, config: "AutomationsFile", block_id) -> list:
+        from prefect.client.schemas.objects import StateType
+        from prefect.events.actions import ChangeFlowRunState
+
+        return [ChangeFlowRunState(state=StateType.CRASHED, message=(
+            f"No heartbeat for {self.no_heartbeat_for_seconds} s: the process running this flow run is gone."))]
+
+
+FINAL_STATES = ("Completed", "Failed", "Cancelled", "Crashed", "TimedOut")
+
+Alert = Annotated[Union[RunEnded, RunLate, RunLost], Field(discriminator="when")]
 
 
 class AutomationsFile(Strict):
@@ -114,7 +156,7 @@ class AutomationsFile(Strict):
         if repeated:
             raise ValueError(f"automation names must be unique; repeated: {repeated}")
         for alert in self.automations:
-            if alert.message not in self.messages:
+            if getattr(alert, "message", None) is not None and alert.message not in self.messages:
                 raise ValueError(f"automation {alert.name!r} uses message {alert.message!r}, "
                                  f"not one of: {', '.join(sorted(self.messages))}")
         return self
@@ -145,19 +187,23 @@ def slack_block_id(name: str):
 
 def desired(config: AutomationsFile, block_id) -> list:
     """The automations the file describes, as Prefect objects."""
-    from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import AutomationCore
 
     return [
         AutomationCore(
             name=alert.name, description=alert.description, enabled=True, tags=[MANAGED_TAG],
             trigger=alert.trigger(),
-            actions=[SendNotification(block_document_id=block_id,
-                                      subject=config.messages[alert.message].subject,
-                                      body=config.messages[alert.message].body)],
+            actions=alert.actions(config, block_id),
         )
         for alert in config.automations
     ]
+
+
+def _notify(config: AutomationsFile, message: str, block_id) -> list:
+    from prefect.events.actions import SendNotification
+
+    return [SendNotification(block_document_id=block_id, subject=config.messages[message].subject,
+                             body=config.messages[message].body)]
 
 
 def _comparable(automation) -> dict:

@@ -112,6 +112,22 @@ def test_the_late_alert_waits_30_minutes_per_flow_run_for_a_worker():
     assert set(late.match.deployments) == {"production-prod", "production-staging"}
 
 
+def test_a_run_without_heartbeats_is_marked_crashed_so_the_crash_alert_reports_it():
+    (lost,) = [a for a in automations.load().automations if a.when == "run-lost"]
+    trigger = lost.trigger()
+    assert trigger.posture == "Proactive" and trigger.for_each == {"prefect.resource.id"}
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Crashed"} <= trigger.expect
+    (action,) = lost.actions(automations.load(), block_id=None)
+    assert action.type == "change-flow-run-state" and action.state == "CRASHED"
+    (crash_alert,) = [a for a in automations.load().automations if a.when == "run-ended"]
+    assert "Crashed" in crash_alert.states and crash_alert.match == lost.match
+    # the pool's runs send the heartbeats the trigger waits for, often enough for its window
+    pool = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["work_pools"]["lakehouse"]
+    frequency = int(pool["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"])
+    assert trigger.within.total_seconds() >= 3 * frequency
+
+
 def test_apply_without_the_slack_block_says_how_to_create_it(prefect_server, tmp_path):
     config = yaml.safe_load(automations.DEFAULT_FILE.read_text())
     config["slack_webhook_block"] = "no-such-block"

@@ -194,7 +194,7 @@ def test_submitted_payload_is_a_documented_dbt_task():
         "catalog": "lakehouse_dev", "schema": "analytics", "project_directory": "dbt_project", "source": "GIT",
     }
     assert payload["git_source"] == {"git_url": GIT_URL, "git_provider": "gitHub", "git_branch": "main"}
-    assert task["libraries"] == [{"pypi": {"package": "dbt-databricks>=1.10,<1.12"}}]
+    assert task["libraries"] == [{"pypi": {"package": "dbt-databricks>=1.12,<1.13"}}]
     assert task["new_cluster"] == {
         "spark_version": "16.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 0,
         "spark_conf": {"spark.master": "local[*, 4]", "spark.databricks.cluster.profile": "singleNode"},

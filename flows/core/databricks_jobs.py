@@ -67,7 +67,7 @@ class DbtCliCluster(BaseModel):
     spark_version: str = Field("16.4.x-scala2.12", description="Databricks Runtime of the cluster (an LTS).")
     node_type_id: Optional[str] = Field(
         None, description="Instance type. Empty: the smallest general-purpose type of the workspace's cloud.")
-    dbt_databricks: str = Field("dbt-databricks>=1.10,<1.12", description="PyPI requirement installed for dbt.")
+    dbt_databricks: str = Field("dbt-databricks>=1.12,<1.13", description="PyPI requirement installed for dbt (the minor version tested with this package).")
 
     def node_type_for(self, host: str) -> str:
         # The defaults Databricks' own bundle templates use per cloud.

@@ -115,6 +115,24 @@ def test_failing_test_in_new_version_leaves_live_untouched(home, three_versions)
                                      f"where schema_name like 'main__{failed[-1]['id']}%'")
 
 
+def test_publish_off_builds_and_tests_a_version_but_leaves_live_and_state_alone(home, three_versions):
+    before, live_before = _live_data(home), _live_id(home)
+    latest = home / "state" / "local" / "latest" / "manifest.json"
+    saved_at = latest.stat().st_mtime
+    land_new_data(home / "warehouse.duckdb", "orders", rows=5)
+    state = _run(publish=False)
+    assert state.is_completed() and "kept unpublished" in state.result(), state.message
+    assert _live_data(home) == before and _live_id(home) == live_before
+    assert latest.stat().st_mtime == saved_at  # the next run still compares with what live has
+    registry = json.loads((home / "state" / "local" / "versions.json").read_text())
+    kept = registry["versions"][-1]
+    assert kept["status"] == "kept" and "publish=False" in kept["note"]
+    assert _sql(home, f"select count(*) from information_schema.tables where table_schema = 'main__{kept['id']}'")[0][0]
+    # the next published run rebuilds what is fresher than live, not than the unpublished build
+    state = _run()
+    assert state.is_completed() and state.message != "nothing to rebuild", state.message
+
+
 def test_audit_refuses_a_shrinking_relation(home, three_versions):
     before, live_before = _live_data(home), _live_id(home)
     _sql(home, "create table raw.order_items_backup as select * from raw.order_items")

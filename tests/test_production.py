@@ -148,7 +148,9 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     project = _write_project(tmp_path / "fixture", FIXTURE_PROJECT)
     warehouse = lakehouse_home / "warehouse.duckdb"
     _land_fixture(warehouse, broken=True)
-    state = production_run(environment="local", project_dir=str(project), publish=False, return_state=True)
+    # The failed version is kept (as a flow with retries left would), so the retry resumes it.
+    state = production_run(environment="local", project_dir=str(project), keep_failed_version=True,
+                           return_state=True)
     assert state.is_failed() and "not_null_stg_people_place_id" in state.message
     tables = {t for (t,) in _query(lakehouse_home, "select table_name from information_schema.tables")}
     assert "int_people_places" not in tables and "fct_people" not in tables
@@ -167,6 +169,23 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     redo = {r["unique_id"] for r in first["results"] if r["status"] in {"error", "fail", "skipped"}}
     assert {r["unique_id"] for r in second["results"]} == redo
     assert any("not_null_stg_people_place_id" in u for u in redo)
+    assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
+
+
+def test_a_retry_whose_failed_version_was_dropped_starts_over_in_a_new_version(lakehouse_home, tmp_path):
+    project = _write_project(tmp_path / "fixture", FIXTURE_PROJECT)
+    warehouse = lakehouse_home / "warehouse.duckdb"
+    _land_fixture(warehouse, broken=True)
+    state = production_run(environment="local", project_dir=str(project), return_state=True)
+    assert state.is_failed()
+    registry = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())
+    (dropped,) = [v["id"] for v in registry["versions"] if v["status"] == "failed"]
+
+    _land_fixture(warehouse, broken=False)
+    retried = _retry_same_flow_run(state.state_details.flow_run_id)
+    assert retried.is_completed(), retried.message
+    registry = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())
+    assert registry["live"] != dropped
     assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
 
 

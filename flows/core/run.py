@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blocks.environment import DbtEnvironment, load_environment
@@ -22,7 +23,7 @@ from flows.core.artifacts import RunReport
 from flows.core.dbt import DbtProject
 from flows.core.lock import PublishLock
 from flows.core.state_store import StateStore
-from flows.core.versions import new_version_id, versioned_schema
+from flows.core.versions import VersionRegistry, new_version_id, versioned_schema
 
 RUN_DIRS_KEPT = 5
 
@@ -170,8 +171,27 @@ class ProductionRun:
         return self.version is not None
 
     @property
+    def changes_live(self) -> bool:
+        """Whether this run changes what live reads (and so the state the next run compares with)."""
+        return self.options.publish or not self.blue_green
+
+    @property
     def resumed(self) -> bool:
         return bool(self.journal.done or self.journal.failed)
+
+
+def blue_green_retry_must_start_over(store: StateStore, journal: Journal, environment: DbtEnvironment) -> bool:
+    """A retry resumes its first attempt's version, unless that failed attempt dropped it (no
+    retries were left then; an operator retried from the UI later): then it starts over, new version."""
+    version = journal.data.get("version")
+    if not (version and environment.blue_green.enabled):
+        return False
+    record = VersionRegistry(store).versions.get(version)
+    if record is None or record.status not in {"failed", "pruned"}:
+        return False
+    get_run_logger().info("Version %s was dropped when this run failed: the retry builds a new version "
+                          "from the start.", version)
+    return True
 
 
 def _work_dir(environment: DbtEnvironment) -> Path:
@@ -194,13 +214,17 @@ def open_run(options: RunOptions, run_id: str) -> Iterator[ProductionRun]:
     run_dir = work / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal.load(run_dir / "journal.json")
-    blue_green = options.publish and environment.blue_green.enabled
+    if blue_green_retry_must_start_over(store, journal, environment):
+        journal = Journal(journal.path)
+    # publish=False on a blue-green environment still builds into a version (kept, not flipped):
+    # building in place would show BI readers a half-built, untested live schema.
+    blue_green = environment.blue_green.enabled
     version = journal.data.get("version") or (new_version_id(run_id) if blue_green else None)
     journal.data["version"] = version
     journal.save()
 
     with ExitStack() as stack:
-        if options.publish:
+        if options.publish or blue_green:  # the version registry and the state are shared
             stack.enter_context(PublishLock(store, run_id))
         live_profile = stack.enter_context(rendered_profile(environment, project_dir))
         live = DbtProject(project_dir, live_profile, work / "target", options.vars, options.threads)

@@ -178,7 +178,8 @@ def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> Ste
     retry_state = run.run_dir / "retry" / slug
     if run.journal.failed == step and (retry_state / "run_results.json").exists():
         get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
-        result = project.run(["retry", "--state", str(retry_state)])
+        # dbt retry does not carry the deferral over: without it, refs to live cannot resolve
+        result = project.run(["retry", "--state", str(retry_state), *_deferral_flags(command)])
     else:
         result = project.run(command, node_tasks=run.options.node_tasks and command[0] == "build")
     if result.run_results:
@@ -192,6 +193,13 @@ def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> Ste
             shutil.copy(source, retry_state / "run_results.json")
         raise StepFailed(step, result)
     return result
+
+
+def _deferral_flags(command: list[str]) -> list[str]:
+    flags = [flag for flag in ("--defer", "--favor-state") if flag in command]
+    if "--defer-state" in command:
+        flags += ["--defer-state", command[command.index("--defer-state") + 1]]
+    return flags
 
 
 def _attempt() -> int:
@@ -283,10 +291,12 @@ def prepare_version(run: ProductionRun, plan: Plan) -> None:
 
 
 def publish(run: ProductionRun, plan: Plan) -> str:
-    if not run.options.publish:
-        return "publish=False: nothing published"
     if not run.blue_green:
         return "blue-green is off for this environment: models were built in place"
+    if not run.options.publish:
+        VersionRegistry(run.store).mark(run.version, "kept", "publish=False: built and tested, not published")
+        return (f"publish=False: version {run.version} was built and tested and is kept unpublished "
+                f"(live unchanged; prune drops it in time)")
     warehouse = warehouse_for(run.environment)
     registry = VersionRegistry(run.store)
     version = registry.versions[run.version]
@@ -362,7 +372,13 @@ def retries_remaining() -> bool:
 def save_state(run: ProductionRun) -> Path:
     """Stage this run's state in the store (runs/<run id>/): manifest (live locations), sources.json,
     merged run results. Runs BEFORE the flip, so live never points at a version whose state was
-    not saved; an unwritable store fails the run here, with live untouched."""
+    not saved; an unwritable store fails the run here, with live untouched.
+
+    A build that live will not read (publish=False, blue-green) saves nothing: the next run must
+    compare with what live has, not with a version nobody reads."""
+    if not run.changes_live:
+        get_run_logger().info("State not saved: this build is not published, live is unchanged.")
+        return None
     files = {"manifest.json": run.live.as_state() / "manifest.json"}
     sources = run.live.target_path / "sources.json"
     if sources.exists():
@@ -379,6 +395,8 @@ def save_state(run: ProductionRun) -> Path:
 
 def promote_state(run: ProductionRun) -> None:
     """After the flip: the staged state becomes latest (what the freshness gate and slim CI read), with docs."""
+    if not run.changes_live:
+        return
     docs_dir = run.build.target_path if run.options.generate_docs else None
     run.store.promote_run(run.run_id, docs_dir)
     run.store.record_timings({n.unique_id: n.execution_time for n in run.report.nodes

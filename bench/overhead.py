@@ -8,7 +8,8 @@ landed warehouse and an empty target dir, so each one parses from scratch and bu
 everything. Variants alternate A/B/C per round so drifting machine load hits all alike.
 
   plain   the dbt CLI, one process per command
-  ours    `python -m flows.production --environment local --no-publish` (subprocess)
+  ours    `python -m flows.production --environment local --no-publish` (subprocess); on this
+          blue-green environment it builds and tests a version and keeps it unpublished
   runner  prefect-dbt's PrefectDbtRunner in a flow, one task run per node (subprocess)
 
 Wall time is launch to exit; peak RSS sums the process and all its descendants. The

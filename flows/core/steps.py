@@ -374,18 +374,17 @@ def save_state(run: ProductionRun) -> Path:
     merged run results. Runs BEFORE the flip, so live never points at a version whose state was
     not saved; an unwritable store fails the run here, with live untouched.
 
-    A build that live will not read (publish=False, blue-green) saves nothing: the next run must
-    compare with what live has, not with a version nobody reads."""
+    A build that live will not read (publish=False, blue-green) keeps its merged run results in its
+    run dir only: the next run must compare with what live has, not with a version nobody reads."""
+    merged = run.run_dir / "run_results.json"
+    merged.write_text(_merged_run_results(run))
     if not run.changes_live:
         get_run_logger().info("State not saved: this build is not published, live is unchanged.")
-        return None
-    files = {"manifest.json": run.live.as_state() / "manifest.json"}
+        return merged
+    files = {"manifest.json": run.live.as_state() / "manifest.json", "run_results.json": merged}
     sources = run.live.target_path / "sources.json"
     if sources.exists():
         files["sources.json"] = sources
-    merged = run.run_dir / "run_results.json"
-    merged.write_text(_merged_run_results(run))
-    files["run_results.json"] = merged
     fingerprint = run.run_dir / FINGERPRINT_FILE
     fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.manifest)}))
     files[FINGERPRINT_FILE] = fingerprint

@@ -75,6 +75,8 @@ class DbtEnvironment(Block):
     slack_webhook_block: Optional[str] = Field(None, description="Name of a prefect-slack SlackWebhook block for alerts.")
     blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings, description="Blue-green publish settings.")
     step_timeout_seconds: int = Field(3600, ge=1, description="Timeout of each dbt step of a run.")
+    connect_retry_seconds: int = Field(
+        900, ge=0, description="Databricks only: keep retrying to reach the SQL warehouse this long (it may be starting), then fail.")
 
     @field_validator("schema_name")
     @classmethod

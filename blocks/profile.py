@@ -55,6 +55,8 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
         "http_path": http_path,
         "schema": schema,
         "threads": environment.threads,
+        # databricks-sql-connector's own retry budget; dbt-databricks' default count alone allows ~30 min
+        "connection_parameters": {"_retry_stop_after_attempts_duration": environment.connect_retry_seconds},
     }
     if environment.catalog:
         target["catalog"] = environment.catalog

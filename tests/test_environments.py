@@ -72,6 +72,7 @@ def test_databricks_profile_parses_with_real_adapter(registered, tmp_path, capfd
         text = profile_file.read_text()
         assert "env_var(" in text and PAT_CANARY not in text and OAUTH_CANARY not in text
         assert ("auth_type: oauth" in text) == (auth == "oauth")
+        assert "_retry_stop_after_attempts_duration: 900" in text  # a bounded wait for the warehouse
         target = tmp_path / "target"
         result = dbtRunner().invoke([
             "parse", "--project-dir", str(BUNDLED_PROJECT), "--profiles-dir", str(profile.profiles_dir),

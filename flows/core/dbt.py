@@ -212,11 +212,14 @@ class DbtProject:
         self._manifest_written = False
         return self.manifest
 
-    def as_state(self) -> Path:
-        """The target dir, with this project's manifest.json written, for `--state`/`--defer-state`."""
+    def as_state(self, rewrite: bool = False) -> Path:
+        """The target dir, with this project's manifest.json written, for `--state`/`--defer-state`.
+
+        rewrite: write it again, with what the commands since compiled (the SQL of every node built).
+        """
         if self.manifest is None:
             self.parse()
-        if not self._manifest_written:
+        if rewrite or not self._manifest_written:
             from dbt.parser.manifest import write_manifest
 
             write_manifest(self.manifest, str(self.target_path))

@@ -249,7 +249,12 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
 def docs(run: ProductionRun) -> StepResult:
     if not run.options.generate_docs:
         return StepResult.skipped("docs", "generate_docs=False")
-    command = ["docs", "generate", "--static"]
+    # The layers' builds compiled every node they built into the manifest this process holds: written
+    # out, it gives the docs their compiled SQL, and `--no-compile` spares dbt compiling the whole
+    # project again (20 s of a 25 s docs step at 2,000 nodes). Nodes a gated run did not rebuild
+    # show their source SQL.
+    run.build.as_state(rewrite=True)
+    command = ["docs", "generate", "--static", "--no-compile"]
     if run.blue_green:
         command += ["--defer", "--defer-state", str(run.live.as_state())]
     return _checked("docs", run.build.run(command))

@@ -232,7 +232,8 @@ class DatabricksWarehouse(Warehouse):
         from databricks import sql
 
         credentials, http_path = self.environment.require_databricks()
-        options = {"server_hostname": credentials.databricks_instance, "http_path": http_path}
+        options = {"server_hostname": credentials.databricks_instance, "http_path": http_path,
+                   "_retry_stop_after_attempts_duration": self.environment.connect_retry_seconds}
         if credentials.token is not None:
             options["access_token"] = credentials.token.get_secret_value()
         elif credentials.tenant_id:

@@ -49,7 +49,15 @@ def _choose(page, label: str, option: str) -> None:
     choice.wait_for(state="visible")
     choice.click()
     page.locator(".p-select-options").wait_for(state="detached")
-    assert control.inner_text().strip() == option
+    _expect_choice(control, option)
+
+
+def _expect_choice(control, option: str) -> None:
+    # The UI re-renders the button's text a moment after the listbox closes (slower under load):
+    # playwright's expect retries until it shows, where a plain read raced it.
+    from playwright.sync_api import expect
+
+    expect(control).to_have_text(re.compile(rf"^\s*{re.escape(option)}\s*$"), timeout=UI_TIMEOUT_MS)
 
 
 def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path):
@@ -71,7 +79,7 @@ def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path)
 
             environment = _property(page, "environment")
             environment.wait_for()
-            assert environment.locator(".p-select-button__control").inner_text().strip() == "dev"  # the deployment's
+            _expect_choice(environment.locator(".p-select-button__control"), "dev")  # the deployment's default
             page.locator(".flow-run-name-input input").fill(RUN_NAME)
             _choose(page, "environment", "local")
             _choose(page, "command", "build")

@@ -223,7 +223,7 @@ def dbt_sequence(layer_selectors=DEFAULT_LAYER_SELECTORS) -> list[list[str]]:
     that both ran the same number of nodes.
     """
     return [
-        ["source", "freshness"],
+        ["source", "freshness", "--no-populate-cache"],
         ["test", "--select", "source:*"],
         ["seed"],
         ["snapshot"],

@@ -7,6 +7,7 @@ would be counted, not hidden.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -25,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Optional
 
+BENCH_DIR = Path(__file__).resolve().parent
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_SECONDS = 0.05
 
@@ -112,6 +114,14 @@ def run_measured(argv: list[str], env: dict, cwd: Path, log: Path, timeout: floa
         return Measured(time.perf_counter() - started, peak, returncode, started_at)
 
 
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every bench script takes: project size, where results go, server, checkout."""
+    parser.add_argument("--nodes", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
+    parser.add_argument("--api-url", default=None, help="use this running Prefect server instead of starting one")
+    parser.add_argument("--repo", type=Path, default=BENCH_DIR.parent, help="checkout whose `flows` package is benchmarked")
+
+
 # --------------------------------------------------------------------------- Prefect server
 
 
@@ -138,7 +148,9 @@ def _wait_healthy(api_url: str, process: subprocess.Popen, timeout: float = 180)
 
 @contextmanager
 def prefect_server(home: Path) -> Iterator[str]:
-    """`prefect server start` on a free port with its own PREFECT_HOME and SQLite; yields the API URL."""
+    """`prefect server start` on a free port with its own PREFECT_HOME and SQLite; yields the API URL.
+
+    The bench and the test suite (tests/conftest.py) both start their servers here."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -150,6 +162,7 @@ def prefect_server(home: Path) -> Iterator[str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api_url,
     }
     with open(home / "server.log", "wb") as log:
         process = subprocess.Popen(

@@ -32,7 +32,6 @@ import _harness as h  # noqa: E402
 import _report  # noqa: E402
 from generate_project import SOURCE_NAME, generate_project, land_fresher  # noqa: E402
 
-REPO = HERE.parent
 COUNTED_TYPES = {"model", "seed", "snapshot", "test", "unit_test"}
 
 
@@ -131,12 +130,9 @@ Reproduce:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=2000)
+    h.add_common_arguments(parser)
     parser.add_argument("--modes", default="publish", help="comma-separated: publish, no-publish")
     parser.add_argument("--source", default=None, help="source table to make fresher (default: the last one)")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--api-url", default=None)
-    parser.add_argument("--repo", type=Path, default=REPO)
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-gate-"))

@@ -189,11 +189,8 @@ Reproduce (from the repo root, with the project's virtualenv):
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=2000)
+    h.add_common_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
-    parser.add_argument("--api-url", default=None, help="use this running Prefect server instead of starting one")
-    parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose `flows` package is benchmarked")
     parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here (default: a temp dir)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,ours,runner")
     parser.add_argument("--max-load", type=float, default=1.5,

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,27 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_PROJECT = REPO / "dbt_project"
 sys.path.insert(0, str(BUNDLED_PROJECT / "landing"))
+sys.path.insert(0, str(REPO / "bench"))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("prefect server did not become healthy in time")
+import _harness  # noqa: E402  (the local Prefect server the bench starts too)
 
 
 def _flush_prefect_logs() -> None:
@@ -60,25 +38,7 @@ def _flush_prefect_logs() -> None:
 def prefect_server(tmp_path_factory):
     """A real Prefect server (API, UI, automations) for the session; PREFECT_API_URL points at it."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_HOST": "127.0.0.1",
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_API_URL": api_url,
-    }
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        _wait_healthy(api_url, process)
+    with _harness.prefect_server(home) as api_url:
         saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_API_URL")}
         os.environ.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url)
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -91,13 +51,6 @@ def prefect_server(tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="session")

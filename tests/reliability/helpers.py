@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import duckdb
 
@@ -116,6 +117,19 @@ def wait_for(condition, timeout: float, what: str, process: Optional[subprocess.
                                  f"{log.read_text()[-4000:] if log else ''}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{log.read_text()[-4000:] if log else ''}")
+
+
+@contextmanager
+def file_in_place_of(directory: Path) -> Iterator[None]:
+    """Make `directory` unwritable as a directory (a file takes its name); put it back on exit."""
+    saved = directory.with_name(directory.name + ".saved")
+    shutil.move(directory, saved)
+    directory.write_text(f"a file where {directory.name}/ should be")
+    try:
+        yield
+    finally:
+        directory.unlink()
+        shutil.move(saved, directory)
 
 
 def run_dirs(home: Path) -> list[Path]:

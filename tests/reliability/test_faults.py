@@ -23,7 +23,7 @@ from land import land_new_data
 from flows.production import production_run
 
 from .helpers import (
-    CuttableProxy, assert_unchanged, copy_home, flow_run_state, journal, live_data, project_copy,
+    CuttableProxy, assert_unchanged, copy_home, file_in_place_of, flow_run_state, journal, live_data, project_copy,
     registry, run_dirs, schemas, snapshot, sql, start_production, statuses, versioned_schemas, view_targets, wait_for,
 )
 
@@ -214,15 +214,10 @@ def test_state_store_unwritable_from_the_start_fails_before_dbt(fresh_home):
     """A FILE where the store's folder should be: unwritable even for root."""
     state_dir = fresh_home / "state"
     before = {"live": live_data(fresh_home), "views": view_targets(fresh_home), "schemas": schemas(fresh_home)}
-    shutil.move(state_dir, fresh_home / "state.saved")
-    state_dir.write_text("not a folder")
-    try:
+    with file_in_place_of(state_dir):
         state = production_run(environment="local", return_state=True)
         _failed(state, "state store for 'local' is not writable")
         assert not journal(fresh_home, state.state_details.flow_run_id)["done"]
-    finally:
-        state_dir.unlink()
-        shutil.move(fresh_home / "state.saved", state_dir)
     assert {"live": live_data(fresh_home), "views": view_targets(fresh_home), "schemas": schemas(fresh_home)} == before
 
 
@@ -232,28 +227,17 @@ def test_state_store_failing_before_the_flip_leaves_live_untouched_then_after_it
     but live then is the new version, complete, with its state saved under runs/<run id>/."""
     land_new_data(fresh_home / "warehouse.duckdb", "orders", rows=10)
     before, versions = snapshot(fresh_home), statuses(fresh_home)
-    runs = fresh_home / "state" / "local" / "runs"
-    shutil.move(runs, fresh_home / "runs.saved")
-    runs.write_text("a file where runs/ should be")
-    try:
+    with file_in_place_of(fresh_home / "state" / "local" / "runs"):
         state = production_run(environment="local", return_state=True)
         _failed(state, "state store for 'local' is not writable")
         assert journal(fresh_home, state.state_details.flow_run_id)["failed"] == "save state"
-    finally:
-        runs.unlink()
-        shutil.move(fresh_home / "runs.saved", runs)
     assert_unchanged(fresh_home, before)
     _new_version_failed_and_dropped(fresh_home, versions)
 
-    docs = fresh_home / "state" / "local" / "latest" / "docs"
-    shutil.rmtree(docs)
-    docs.write_text("a file where docs/ should be")
-    try:
+    with file_in_place_of(fresh_home / "state" / "local" / "latest" / "docs"):
         state = production_run(environment="local", return_state=True)
         _failed(state, "state store for 'local' is not writable")
         assert journal(fresh_home, state.state_details.flow_run_id)["failed"] == "promote state"
-    finally:
-        docs.unlink()
     version = journal(fresh_home, state.state_details.flow_run_id)["data"]["version"]
     assert registry(fresh_home)["live"] == version and statuses(fresh_home)[version] == "published"
     assert sql(fresh_home, "select count(*) from main.fct_orders")[0][0] == \

@@ -20,7 +20,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import PositiveInt
 
-from flows.core import steps
+from flows.core import publishing, steps
 from flows.core.artifacts import find_regressions, publish_artifacts
 from flows.core.dbt import StepResult
 from flows.core.layers import Plan
@@ -85,7 +85,7 @@ def source_tests(run):
 
 @_step("seeds")
 def seeds(run, plan: Plan):
-    steps.prepare_version(run, plan)
+    publishing.prepare_version(run, plan)
     return steps.seeds(run, plan)
 
 
@@ -105,7 +105,7 @@ def docs(run):
 
 @_step("publish")
 def publish(run, plan: Plan) -> str:
-    return steps.publish(run, plan)
+    return publishing.publish(run, plan)
 
 
 @_step("save state")
@@ -185,7 +185,7 @@ def production_run(
             _run_book(run)
         except BaseException as error:
             run.report.outcome = f"failed: {error}"
-            steps.discard_version(run, str(error))
+            publishing.discard_version(run, str(error))
             _report(run.report)
             raise
         _report(run.report, docs_url=_docs_url(run))

@@ -55,9 +55,12 @@ class StateStore:
             return self.block.filesystem, self.block.basepath.rstrip("/")
         return fsspec.filesystem("file"), str(Path(self.block.basepath).resolve())
 
-    def read(self, name: str) -> Optional[bytes]:
+    def exists(self, name: str) -> bool:
         filesystem, root = self._filesystem()
-        if not filesystem.exists(posixpath.join(root, self._key(name))):
+        return filesystem.exists(posixpath.join(root, self._key(name)))
+
+    def read(self, name: str) -> Optional[bytes]:
+        if not self.exists(name):
             return None
         return self.block.read_path(self._key(name))
 
@@ -117,8 +120,7 @@ class StateStore:
 
     # --- dbt state ----------------------------------------------------------------
     def has_state(self) -> bool:
-        filesystem, root = self._filesystem()
-        return filesystem.exists(posixpath.join(root, self._key("latest/manifest.json")))
+        return self.exists("latest/manifest.json")
 
     def fetch_latest(self, destination: Path, names: tuple[str, ...] = STATE_FILES) -> bool:
         """Copy the latest state files to `destination`, for --state. False if there is no manifest yet.

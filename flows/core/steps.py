@@ -7,9 +7,7 @@ functions so that the flow file reads like the runbook.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +20,6 @@ from flows.core.freshness import (
 )
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
-from flows.core.versions import (
-    AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live, prune,
-    published_relations, restore_live,
-)
-from flows.core.warehouse import Relation, warehouse_for
 
 BUILDABLE_TYPES = ("model", "seed", "snapshot")
 
@@ -130,7 +123,7 @@ def _provably_nothing_new(run: ProductionRun) -> bool:
     saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
     if saved.get("fingerprint") != parse_fingerprint(manifest):
         return False
-    previous = json.loads(run.store.read("latest/sources.json") or b"null")
+    previous = run.store.read_json("latest/sources.json")
     return fresher_sources(run.live.artifact("sources.json"), previous) == set()
 
 
@@ -143,8 +136,7 @@ def _gate_off_reason(run: ProductionRun, freshness_checked: bool) -> str:
         return "no source freshness to compare"
     if not run.store.has_state():
         return "no previous state yet, so everything is built"
-    previous = run.store.read("latest/sources.json")
-    if previous is None:
+    if not run.store.exists("latest/sources.json"):
         return "the previous run saved no sources.json"
     return ""
 
@@ -262,120 +254,6 @@ def docs(run: ProductionRun) -> StepResult:
     return _checked("docs", run.build.run(command))
 
 
-def prepare_version(run: ProductionRun, plan: Plan) -> None:
-    """Record the new version, clean up orphans of killed runs, and start incremental models from live data."""
-    if not run.blue_green:
-        return
-    logger = get_run_logger()
-    warehouse = warehouse_for(run.environment)
-    registry = VersionRegistry(run.store)
-    base = run.environment.schema_name
-    if run.version in registry.versions and run.resumed:
-        registry.mark(run.version, "building")
-    else:
-        orphans = abandon_unfinished(registry, warehouse=warehouse)
-        dropped = drop_unreferenced_schemas(warehouse, registry, base)
-        if orphans or dropped:
-            logger.info("Cleaned up after earlier runs: versions %s, schemas %s.", orphans, dropped)
-        registry.start(run.version, run.run_id)
-    manifest = run.build.manifest or run.build.parse()
-    current = registry.live.relations if registry.live else {}
-    incremental = {
-        u for u in plan.nodes
-        if manifest.nodes[u].resource_type.value == "model" and manifest.nodes[u].config.materialized == "incremental"
-    }
-    if run.options.full_refresh or not incremental:
-        return
-    copies = []
-    for live_key, physical_key in published_relations(manifest, incremental, base).items():
-        if live_key in current:
-            source = Relation(*current[live_key].split(".", 1))
-            target = Relation(*physical_key.split(".", 1))
-            copies += [warehouse.dialect.create_schema(target.schema), warehouse.dialect.copy_table(source, target)]
-    if copies:
-        warehouse.execute_all(copies)
-        logger.info("Started %d incremental model(s) from their live data.", len(copies) // 2)
-
-
-def publish(run: ProductionRun, plan: Plan) -> str:
-    if not run.blue_green:
-        return "blue-green is off for this environment: models were built in place"
-    if not run.options.publish:
-        VersionRegistry(run.store).mark(run.version, "kept", "publish=False: built and tested, not published")
-        return (f"publish=False: version {run.version} was built and tested and is kept unpublished "
-                f"(live unchanged; prune drops it in time)")
-    warehouse = warehouse_for(run.environment)
-    registry = VersionRegistry(run.store)
-    version = registry.versions[run.version]
-    changes = published_relations(run.build.manifest, plan.nodes, run.environment.schema_name)
-    current = registry.live.relations if registry.live else {}
-    version.relations.update(changes)
-    version.built = sorted(changes)
-    rows = audit(warehouse, changes, current, run.environment.blue_green.max_shrink)
-    run.report.audit = rows
-    refused = [r for r in rows if r.refused]
-    if refused and not run.options.allow_shrink:
-        raise AuditRefused(
-            "audit refused the flip: " + "; ".join(
-                f"{r.relation} {'became empty' if r.verdict == 'empty' else 'shrank'} ({r.live_rows} → {r.new_rows} rows)"
-                for r in refused
-            ) + " — rerun with allow_shrink=True if this is expected"
-        )
-    registry.mark(run.version, "ready")  # also proves the state store still takes writes, before the flip
-    pause_for_tests(run, "flip")
-    statements = make_live(warehouse, registry, version)
-    pruned = prune(warehouse, registry, run.environment.schema_name, run.environment.blue_green.keep_versions)
-    run.report.versions = registry.listing()
-    note = f"; pruned {', '.join(pruned)}" if pruned else ""
-    return f"version {run.version} is live ({len(changes)} relations rebuilt, {statements} statements{note})"
-
-
-def discard_version(run: ProductionRun, reason: str) -> None:
-    """A run failed: drop its version unless asked to keep it, and never leave live reading a dropped one.
-
-    - published: the run failed after the flip (promoting state, say); live IS this version: keep it;
-    - ready: the flip may have run without being recorded: put live back first;
-    - otherwise live was never touched.
-    Called while the run is already failing: it logs its own trouble instead of raising over the
-    run's error; whatever it could not clean up, the next run's `prepare_version` does.
-    """
-    if not run.blue_green:
-        return
-    logger = get_run_logger()
-    try:
-        registry = VersionRegistry(run.store)
-        version = registry.versions.get(run.version)
-        if version is None:
-            return
-        if version.status == "published":
-            logger.warning("Version %s is live (the run failed after publishing it): it is kept.", run.version)
-            return
-        keep = run.options.keep_failed_version or retries_remaining()
-        warehouse = warehouse_for(run.environment)
-        if version.status == "ready":
-            restore_live(warehouse, registry, version)
-        version.status, version.note = ("kept" if keep else "failed"), reason[:300]
-        try:
-            registry.save()
-        finally:  # live no longer reads the version (restored above, or never flipped): dropping it is safe
-            if not keep:
-                base = run.environment.schema_name
-                for schema in warehouse.schemas_with_prefix(f"{base}__{run.version}"):
-                    warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
-        run.report.versions = registry.listing()
-    except Exception as error:  # noqa: BLE001 - the run's own error is what must surface
-        logger.error("Could not discard version %s (%s); the next run cleans it up.", run.version, error)
-
-
-def retries_remaining() -> bool:
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return False
-    return context.flow_run.run_count <= (context.flow.retries or 0)
-
-
 def save_state(run: ProductionRun) -> Path:
     """Stage this run's state in the store (runs/<run id>/): manifest (live locations), sources.json,
     merged run results. Runs BEFORE the flip, so live never points at a version whose state was
@@ -409,17 +287,6 @@ def promote_state(run: ProductionRun) -> None:
                               if n.resource_type == "model" and n.status == "success"})
 
 
-PAUSE_VARIABLE = "LAKEHOUSE_TEST_PAUSE_BEFORE"
-
-
-def pause_for_tests(run: ProductionRun, point: str) -> None:
-    """Test-only hook: with LAKEHOUSE_TEST_PAUSE_BEFORE=<point>, touch `paused-before-<point>` in the
-    run dir and sleep, so a reliability test can kill the run at that exact moment. Never set in production."""
-    if os.environ.get(PAUSE_VARIABLE) == point:
-        (run.run_dir / f"paused-before-{point}").touch()
-        time.sleep(float(os.environ.get("LAKEHOUSE_TEST_PAUSE_SECONDS", "300")))
-
-
 def _merged_run_results(run: ProductionRun) -> str:
     """All steps' results in one file, in dbt's own run_results schema, so `--state` can read it."""
     steps = [r.run_results for r in run.report.results if r.run_results]
@@ -434,6 +301,5 @@ def _merged_run_results(run: ProductionRun) -> str:
 
 __all__ = [
     "DbtCommandError", "StepFailed", "dbt_deps", "parse_and_select", "source_freshness", "apply_gate", "source_tests", "seeds",
-    "snapshots", "build_layer", "docs", "prepare_version", "publish", "discard_version", "save_state",
-    "promote_state",
+    "snapshots", "build_layer", "docs", "save_state", "promote_state",
 ]

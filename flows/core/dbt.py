@@ -37,6 +37,9 @@ RESULT_FILES = {"build": "run_results.json", "run": "run_results.json", "test": 
                 "compile": "run_results.json", "source": "sources.json"}
 
 
+FAILED_STATUSES = {"error", "fail", "runtime error"}
+
+
 class DbtCommandError(RuntimeError):
     """dbt itself failed (parse error, bad selector, crash) rather than a node."""
 
@@ -55,7 +58,7 @@ class NodeResult:
 
     @property
     def failed(self) -> bool:
-        return self.status in {"error", "fail", "runtime error"}
+        return self.status in FAILED_STATUSES
 
 
 class StepResult:
@@ -92,13 +95,16 @@ class StepResult:
         return cls(command=command, success=True, seconds=0.0, skipped_reason=reason)
 
 
+def _compiled_path(node: Any, target_path: Path, project_name: str) -> Optional[str]:
+    original = getattr(node, "original_file_path", None)
+    if not original or node.resource_type.value not in {"model", "test", "snapshot", "seed"}:
+        return None
+    return str(target_path / "compiled" / getattr(node, "package_name", project_name) / original)
+
+
 def _node_result(result: Any, target_path: Path, project_name: str) -> NodeResult:
     node = result.node
-    compiled = None
-    original = getattr(node, "original_file_path", None)
-    if original and node.resource_type.value in {"model", "test", "snapshot", "seed"}:
-        package = getattr(node, "package_name", project_name)
-        compiled = str(target_path / "compiled" / package / original)
+    compiled = _compiled_path(node, target_path, project_name)
     status = getattr(result.status, "value", str(result.status))
     rows = getattr(getattr(result, "adapter_response", None), "get", lambda *_: None)("rows_affected")
     return NodeResult(
@@ -130,14 +136,13 @@ class _FailedNodes:
         if event.info.name != "NodeFinished":
             return
         result, info = event.data.run_result, event.data.node_info
-        if result.status not in {"error", "fail", "runtime error"}:
+        if result.status not in FAILED_STATUSES:
             return
         node = self.project.manifest.nodes.get(info.unique_id) if self.project.manifest else None
-        original = getattr(node, "original_file_path", None)
         self.nodes.append(NodeResult(
             unique_id=info.unique_id, resource_type=info.resource_type, name=info.node_name,
             status=result.status, message=result.message, execution_time=result.execution_time,
-            compiled_path=str(self.project.target_path / "compiled" / node.package_name / original) if original else None,
+            compiled_path=_compiled_path(node, self.project.target_path, self.project.project_name) if node else None,
             relation=getattr(node, "relation_name", None),
         ))
 

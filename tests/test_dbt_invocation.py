@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prefect import flow
@@ -19,7 +20,8 @@ from prefect.context import get_run_context
 from prefect.utilities.collections import visit_collection
 
 from blocks.profile import RenderedProfile
-from flows.core.dbt import EXPLICIT_SELECTION_LIMIT, DbtProject, StepResult
+from flows.core.dbt import (EXPLICIT_SELECTION_LIMIT, DbtProject, NodeResult, StepResult,
+                            _cancel_skips_closed_duckdb_connections, _with_reported_failures)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -126,3 +128,29 @@ def test_failed_nodes_are_reported_when_dbt_raises_after_them(tmp_path):
     result = project.run(["build"])
     assert not result.success
     assert [f.name for f in result.failures] == ["not_null_people_person_id"]
+
+
+def test_a_failure_fail_fast_recorded_as_skipped_is_reported_and_retried():
+    """dbt's fail-fast can stop before the failing node's result is recorded (it then reads
+    "skipped"); the failure the event callback saw wins, in the step and in what dbt retry reads."""
+    failing = NodeResult("test.p.not_null_x", "test", "not_null_x", "fail", "Got 1 result", 0.1, None, None)
+    recorded = [NodeResult("model.p.x", "model", "x", "success", "OK", 0.2, None, None),
+                NodeResult("test.p.not_null_x", "test", "not_null_x", "skipped", "Skipping due to fail_fast",
+                           0.0, None, None)]
+    run_results = {"results": [{"unique_id": "model.p.x", "status": "success", "message": "OK"},
+                               {"unique_id": "test.p.not_null_x", "status": "skipped", "message": ""}]}
+    nodes, run_results = _with_reported_failures(recorded, run_results, [failing])
+    assert [n.name for n in nodes if n.failed] == ["not_null_x"]
+    assert [e["status"] for e in run_results["results"]] == ["success", "fail"]
+    assert _with_reported_failures(nodes, run_results, [failing]) == (nodes, run_results)
+
+
+def test_fail_fast_cancel_skips_duckdb_connections_already_closed():
+    """dbt-duckdb's cancel raised on a finished node's closed cursor, and dbt then lost the run's results."""
+    import duckdb
+    from dbt.adapters.duckdb.environments.local import LocalEnvironment
+
+    _cancel_skips_closed_duckdb_connections()
+    closed = duckdb.connect(":memory:")
+    closed.close()
+    LocalEnvironment.cancel(SimpleNamespace(handle=closed))

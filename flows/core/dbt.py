@@ -14,6 +14,7 @@ Plain classes are leaves to that walk.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,13 @@ class _FailedNodes:
         self.nodes: list[NodeResult] = []
 
     def __call__(self, event: Any) -> None:
+        # dbt calls this inside its own threads: an error here would abort the command.
+        try:
+            self._record(event)
+        except Exception:  # noqa: BLE001 - dbt's own result then stands alone
+            pass
+
+    def _record(self, event: Any) -> None:
         if event.info.name != "NodeFinished":
             return
         result, info = event.data.run_result, event.data.node_info
@@ -147,11 +155,57 @@ class _FailedNodes:
         ))
 
 
+def _with_reported_failures(nodes: list[NodeResult], run_results: Optional[dict],
+                            reported: list[NodeResult]) -> tuple[list[NodeResult], Optional[dict]]:
+    """Put back the failures dbt's fail-fast lost from its own results.
+
+    dbt-core's fail-fast stop can run before the failing node's result reaches its results
+    list (the worker thread flags the stop, the pool thread records the result): that node
+    then shows as "skipped". The run must report it as failed, and `dbt retry` must rerun it.
+    """
+    recorded = {node.unique_id for node in nodes if node.failed}
+    lost = {node.unique_id: node for node in reported if node.unique_id not in recorded}
+    if not lost:
+        return nodes, run_results
+    nodes = [node for node in nodes if node.unique_id not in lost] + list(lost.values())
+    for entry in (run_results or {}).get("results", []):
+        if entry["unique_id"] in lost:
+            entry.update(status=lost[entry["unique_id"]].status, message=lost[entry["unique_id"]].message)
+    return nodes, run_results
+
+
 def _invoke(runner: Any, argv: list[str]) -> Any:
+    if "dbt.adapters.duckdb" in sys.modules:  # loaded by the parse that precedes every command
+        _cancel_skips_closed_duckdb_connections()
     try:
         return runner.invoke(argv)
     finally:
         _close_embedded_database()
+
+
+def _cancel_skips_closed_duckdb_connections() -> None:
+    """Make dbt-duckdb's fail-fast cancel skip connections whose node already finished.
+
+    dbt-duckdb (1.11) interrupts every connection dbt still lists as open, including those
+    whose cursor its node already closed. That raises "Connection already closed!" inside
+    dbt's fail-fast handler, and dbt returns that error instead of the run's results (seen in
+    about 1 of 10 fail-fast stops with 4 threads). A closed connection has nothing to cancel.
+    """
+    import duckdb
+    from dbt.adapters.duckdb.environments.local import LocalEnvironment
+
+    cancel = LocalEnvironment.__dict__["cancel"].__func__
+    if getattr(cancel, "skips_closed", False):
+        return
+
+    def cancel_open_only(cls, connection: Any) -> None:
+        try:
+            cancel(cls, connection)
+        except duckdb.ConnectionException:
+            pass
+
+    cancel_open_only.skips_closed = True
+    LocalEnvironment.cancel = classmethod(cancel_open_only)
 
 
 def _close_embedded_database() -> None:
@@ -262,6 +316,10 @@ class DbtProject:
             for r in (getattr(result.result, "results", None) or [])
         ]
         run_results = self.artifact("run_results.json") if nodes else None
+        if not result.success and failed.nodes:
+            nodes, run_results = _with_reported_failures(nodes, run_results, failed.nodes)
+            if run_results:  # what a flow retry hands to `dbt retry`
+                (self.target_path / "run_results.json").write_text(json.dumps(run_results))
         return StepResult(" ".join(command), bool(result.success), seconds, nodes, run_results=run_results)
 
     def _invoke_with_node_tasks(self, command: list[str]) -> Any:

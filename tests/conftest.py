@@ -41,8 +41,13 @@ def prefect_server(tmp_path_factory):
     with _harness.prefect_server(home) as api_url:
         saved = {k: os.environ.get(k) for k in ("PREFECT_HOME", "PREFECT_API_URL")}
         os.environ.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url)
+        from prefect.context import refresh_global_settings_context
         from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
+        # Threads Prefect's context does not reach (dbt's worker threads, logging from them
+        # through prefect-dbt) read the global settings, fixed at import: without this they
+        # start a temporary server of their own.
+        refresh_global_settings_context()
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)}):
             yield api_url
             _flush_prefect_logs()

@@ -82,6 +82,28 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
     return target, secrets
 
 
+PROFILE_DIR_PREFIX = "lakehouse-profile-"
+
+
+def _remove_profiles_of_dead_processes() -> None:
+    """A killed run (SIGKILL, OOM) cannot delete its profile dir: the next render does.
+
+    They hold env_var() references, never secrets; this keeps temp from filling up.
+    A reused PID only keeps a stale dir a while longer.
+    """
+    for stale in Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}*-*"):
+        pid = stale.name[len(PROFILE_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            if stale.stat().st_uid == os.getuid():
+                os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # removed meanwhile, or not ours to check
+            pass
+
+
 @contextmanager
 def rendered_profile(
     environment: DbtEnvironment, project_dir: Path, schema: Optional[str] = None
@@ -93,7 +115,8 @@ def rendered_profile(
     schema = safe_identifier(schema or environment.schema_name, "schema")
     name = profile_name_of(project_dir)
     target, secrets = target_config(environment, schema)
-    profiles_dir = Path(tempfile.mkdtemp(prefix="lakehouse-profile-"))  # mode 0700
+    _remove_profiles_of_dead_processes()
+    profiles_dir = Path(tempfile.mkdtemp(prefix=f"{PROFILE_DIR_PREFIX}{os.getpid()}-"))  # mode 0700
     saved = {key: os.environ.get(key) for key in secrets}
     try:
         descriptor = os.open(profiles_dir / "profiles.yml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

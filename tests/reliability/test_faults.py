@@ -14,12 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import duckdb
 import pytest
 from land import land_new_data
 
+from blocks.profile import PROFILE_DIR_PREFIX
 from flows.production import production_run
 
 from .helpers import (
@@ -124,7 +126,7 @@ def kill_home(tmp_path_factory, published_template):
     land_new_data(home / "warehouse.duckdb", "orders", rows=10)  # so every run below has something to build
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAKEHOUSE_HOME", str(home))
-        yield {"home": home, "before": snapshot(home), "killed": []}
+        yield {"home": home, "before": snapshot(home), "killed": [], "pids": []}
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -145,6 +147,8 @@ def test_sigkill_mid_layer_leaves_live_untouched(kill_home, tmp_path):
                                      and "build staging" in journal(home, d.name)["done"]), None),
                        timeout=600, what="the staging layer to finish", process=process, log=log, interval=0.01)
     _kill(process)
+    kill_home["pids"].append(process.pid)
+    assert list(Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}{process.pid}-*"))  # its profile is left
     done = journal(home, run_dir.name)["done"]
     assert "build staging" in done and "build marts" not in done, f"not killed mid-run: {done}"
     flow_run_id = run_dir.name
@@ -171,6 +175,7 @@ def test_sigkill_between_audit_and_flip_leaves_live_untouched(kill_home, tmp_pat
     marker = wait_for(lambda: next(iter(home.glob("work/local/runs/*/paused-before-flip")), None),
                       timeout=600, what="the pause before the flip", process=process, log=log)
     _kill(process)
+    kill_home["pids"].append(process.pid)
     flow_run_id = marker.parent.name
     kill_home["killed"].append(flow_run_id)
     output = log.read_text()
@@ -206,6 +211,9 @@ def test_next_run_after_kills_works_and_cleans_up(kill_home):
     assert not (home / "state" / "local" / "publish.lock").exists()
     assert registry(home)["live"] == journal(home, state.state_details.flow_run_id)["data"]["version"]
     _live_is_whole(home)
+    killed_profiles = [d for pid in kill_home["pids"]
+                       for d in Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}{pid}-*")]
+    assert not killed_profiles, "the killed runs' profile dirs were left behind"
 
 
 # --- the state store unwritable --------------------------------------------------------------

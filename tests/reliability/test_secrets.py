@@ -31,7 +31,7 @@ import pytest
 from dbt.cli.main import dbtRunner
 
 from blocks.environment import BlueGreenSettings, DbtEnvironment, load_environment
-from blocks.profile import rendered_profile
+from blocks.profile import PROFILE_DIR_PREFIX, rendered_profile
 from flows.production import production_run
 
 from conftest import record_timing
@@ -277,7 +277,7 @@ def test_canary_in_no_file(exercised):
     leaks = _files_holding([home, private_tmp, prefect_home, *exercised["targets"], BUNDLED_PROJECT / "target"], needle)
     leaks += _files_holding([tempfile.gettempdir()], needle, newer_than=exercised["started"], max_bytes=20_000_000)
     assert not leaks, f"the canary is written in: {leaks}"
-    assert not [p for p in private_tmp.iterdir() if p.name.startswith("lakehouse-profile-")], "a rendered profile was left"
+    assert not [p for p in private_tmp.iterdir() if p.name.startswith(PROFILE_DIR_PREFIX)], "a rendered profile was left"
 
 
 def test_canary_not_in_captured_output(exercised, request):

@@ -18,6 +18,7 @@ import pytest
 from land import land_new_data
 
 from blocks.environment import builtin_local
+from blocks.profile import PROFILE_DIR_PREFIX
 from flows.production import production_run
 
 from conftest import record_timing
@@ -78,7 +79,7 @@ def test_thirty_runs_in_one_process_stay_bounded(tmp_path, published_template, m
         schema_versions.append(len({s.split("__", 1)[1][:22] for s in versioned_schemas(home)}))
         assert len(list((state_dir / "runs").iterdir())) <= STATE_HISTORY
         assert len(run_dirs(home)) <= 5  # RUN_DIRS_KEPT scratch dirs under work/
-        assert not [p.name for p in private_tmp.iterdir() if p.name.startswith("lakehouse-profile-")], \
+        assert not [p.name for p in private_tmp.iterdir() if p.name.startswith(PROFILE_DIR_PREFIX)], \
             f"run {run} left a rendered profile behind"
         assert not (state_dir / "publish.lock").exists()
 

@@ -22,7 +22,7 @@ ENVIRONMENTS = ["local", "dev", "staging", "prod"]
 FLOW_OF = {  # deployment name -> flow name, as `prefect deploy` registers them
     "production-prod": "production-run", "production-staging": "production-run", "slim-ci": "slim-ci",
     "adhoc-prod": "adhoc-dbt", "adhoc-dev": "adhoc-dbt", "rollback-prod": "rollback",
-    "prune-versions-prod": "prune-versions",
+    "prune-versions-prod": "prune-versions", "drop-ci-schema": "drop-ci-schema",
 }
 
 
@@ -81,7 +81,7 @@ def test_schedules_have_cron_timezone_and_slug(deployed, name, cron, slug):
     assert schedule.active
 
 
-@pytest.mark.parametrize("name", ["slim-ci", "adhoc-prod", "adhoc-dev", "rollback-prod"])
+@pytest.mark.parametrize("name", ["slim-ci", "drop-ci-schema", "adhoc-prod", "adhoc-dev", "rollback-prod"])
 def test_operator_deployments_have_no_schedule(deployed, name):
     assert deployed[name].schedules == []
 
@@ -109,6 +109,8 @@ def test_parameters_and_schemas_give_the_ui_dropdowns(deployed):
     assert set(adhoc["required"]) == {"environment", "command"}
     assert adhoc["properties"]["select"]["type"] == "array"
     assert "pr_number" in deployed["slim-ci"].parameter_openapi_schema["required"]
+    assert deployed["drop-ci-schema"].parameters == {"environment": "staging"}
+    assert deployed["drop-ci-schema"].parameter_openapi_schema["required"] == ["pr_number"]
 
 
 def test_pull_steps_are_stored_unrendered(deployed):

@@ -15,11 +15,13 @@ import time
 
 import pytest
 import sqlglot
+from prefect.filesystems import LocalFileSystem
 from prefect_databricks import DatabricksCredentials
 from sqlglot import exp
 
 from blocks.environment import DbtEnvironment, UnsafeIdentifier
-from flows.core.versions import flip_statements
+from flows.core.state_store import StateStore
+from flows.core.versions import Version, VersionRegistry, drop_unreferenced_schemas, flip_statements
 from flows.core.warehouse import DatabricksDialect, DatabricksWarehouse, Relation
 
 CATALOG = "lakehouse"
@@ -101,6 +103,7 @@ SAMPLE_STATEMENTS = [
     dialect.drop_schema(NEW),
     dialect.drop_view(Relation("analytics", "orders")),
     dialect.drop_table(Relation("analytics", "orders")),
+    dialect.drop_relation(Relation("analytics", "orders"), "MATERIALIZED_VIEW"),
     dialect.point_view(Relation("analytics", "orders"), Relation(NEW, "orders"), exists=True),
     dialect.point_view(Relation("analytics", "orders"), Relation(NEW, "orders"), exists=False),
     dialect.copy_table(Relation(OLD, "events"), Relation(NEW, "events")),
@@ -145,6 +148,48 @@ def test_flip_is_exactly_the_expected_statements_and_each_is_databricks_sql():
         "SELECT table_schema, table_name, table_type FROM `lakehouse`.information_schema.tables "
         "WHERE table_schema IN ('analytics', 'analytics_finance')"
     ]
+
+
+def test_a_materialized_view_or_streaming_table_at_a_live_name_gets_its_own_drop_before_the_view():
+    warehouse = CannedDatabricks(relations={("analytics", "daily"): "MATERIALIZED_VIEW",
+                                            ("analytics", "events"): "STREAMING_TABLE"})
+    statements = flip_statements(warehouse, {"analytics.daily": f"{NEW}.daily", "analytics.events": f"{NEW}.events"}, {})
+    assert DatabricksWarehouse.phases(statements) == [
+        ["CREATE SCHEMA IF NOT EXISTS `lakehouse`.`analytics`"],
+        ["DROP MATERIALIZED VIEW IF EXISTS `lakehouse`.`analytics`.`daily`",
+         "DROP TABLE IF EXISTS `lakehouse`.`analytics`.`events`"],  # DROP TABLE also drops a streaming table
+        [f"CREATE VIEW `lakehouse`.`analytics`.`daily` AS SELECT * FROM `lakehouse`.`{NEW}`.`daily`",
+         f"CREATE VIEW `lakehouse`.`analytics`.`events` AS SELECT * FROM `lakehouse`.`{NEW}`.`events`"],
+    ]
+    drop = parse(statements[1])
+    assert drop.args["kind"] == "VIEW" and drop.args.get("materialized") and drop.args.get("exists")
+
+
+def test_mixed_case_names_are_matched_as_databricks_stores_them_in_lower_case():
+    """A model `Dim_Customers` in schema `Analytics` is `analytics`.`dim_customers` in information_schema."""
+    warehouse = CannedDatabricks(relations={("analytics", "dim_customers"): "VIEW", ("analytics", "old_report"): "VIEW"})
+    statements = flip_statements(warehouse, {"Analytics.Dim_Customers": f"{NEW}.Dim_Customers"},
+                                 {"Analytics.Dim_Customers": f"{OLD}.Dim_Customers",
+                                  "Analytics.Old_Report": f"{OLD}.Old_Report"})
+    assert statements == [
+        "CREATE SCHEMA IF NOT EXISTS `lakehouse`.`Analytics`",
+        f"ALTER VIEW `lakehouse`.`Analytics`.`Dim_Customers` AS SELECT * FROM `lakehouse`.`{NEW}`.`Dim_Customers`",
+        "DROP VIEW IF EXISTS `lakehouse`.`Analytics`.`Old_Report`",
+    ]
+    assert warehouse.queries[0].endswith("WHERE table_schema IN ('analytics')")
+
+
+def test_prune_with_a_mixed_case_schema_keeps_what_live_reads(tmp_path):
+    live_id, old_id = "v20240102030405_abc123", "v20240101000000_0ld000"
+    registry = VersionRegistry(StateStore(LocalFileSystem(basepath=str(tmp_path / "state")), "mixed"))
+    registry.versions = {
+        live_id: Version(live_id, "now", None, "published", relations={"Analytics.orders": f"Analytics__{live_id}.orders"}),
+        old_id: Version(old_id, "then", None, "pruned", relations={"Analytics.orders": f"Analytics__{old_id}.orders"}),
+    }
+    registry.live_id = live_id
+    warehouse = CannedDatabricks(schemas=[f"analytics__{live_id}", f"analytics__{old_id}", "analytics"])
+    assert warehouse.schemas_with_prefix("Analytics__v") == [f"analytics__{old_id}", f"analytics__{live_id}"]
+    assert drop_unreferenced_schemas(warehouse, registry, "Analytics") == [f"analytics__{old_id}"]
 
 
 def test_view_statements_keep_grants_on_existing_views_and_fail_loudly_on_a_surprise():

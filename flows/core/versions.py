@@ -159,7 +159,7 @@ def audit(warehouse: Warehouse, changes: dict[str, str], current: dict[str, str]
     """Row counts of each rebuilt relation, new against live."""
     new_counts = warehouse.row_counts([_relation(p) for p in changes.values()])
     existing = warehouse.relations_in(sorted({_relation(k).schema for k in changes}))
-    live_keys = [k for k in changes if _relation(k) in existing and k in current]
+    live_keys = [k for k in changes if warehouse.dialect.folded(_relation(k)) in existing and k in current]
     live_counts = warehouse.row_counts([_relation(k) for k in live_keys])
     rows = []
     for key, physical in sorted(changes.items()):
@@ -185,15 +185,16 @@ def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[
     statements = [dialect.create_schema(s) for s in sorted({_relation(k).schema for k in target})]
     for key, physical in sorted(target.items()):
         live = _relation(key)
-        kind = existing.get(live)
+        kind = existing.get(dialect.folded(live))
         if current.get(key) == physical and kind == "VIEW":
             continue
         if kind is not None and kind != "VIEW":
-            statements.append(dialect.drop_table(live))  # a table left by a run without blue-green
+            # a table (or materialized view) left at a live name by a run without blue-green
+            statements.append(dialect.drop_relation(live, kind))
             kind = None
         statements.append(dialect.point_view(live, _relation(physical), exists=kind == "VIEW"))
     for key in sorted(set(current) - set(target)):
-        if existing.get(_relation(key)) == "VIEW":
+        if existing.get(dialect.folded(_relation(key))) == "VIEW":
             statements.append(dialect.drop_view(_relation(key)))
     return statements
 
@@ -259,11 +260,12 @@ def drop_unreferenced_schemas(warehouse: Warehouse, registry: VersionRegistry, b
     versions, of failed versions kept for debugging, and of versions that reached the flip
     without recording its outcome ("ready": live may read them until `restore_live`)."""
     published = [v for v in registry.versions.values() if v.status == "published"]
-    needed = referenced_schemas(published)
+    fold = warehouse.dialect.fold
+    needed = {fold(schema) for schema in referenced_schemas(published)}
     spared = set(spare) | {v.id for v in registry.versions.values() if v.status in {"kept", "ready"}}
     dropped = []
     for schema in warehouse.schemas_with_prefix(f"{base}__v"):
-        version_id = version_of_schema(schema, base)
+        version_id = version_of_schema(schema, fold(base))
         if version_id is None or schema in needed or version_id in spared:
             continue
         warehouse.execute_all([warehouse.dialect.drop_schema(schema)])

@@ -31,6 +31,13 @@ class Dialect:
     quote_char = '"'
     catalog: Optional[str] = None
 
+    def fold(self, identifier: str) -> str:
+        """The name as the catalog stores it, and as information_schema returns it."""
+        return identifier
+
+    def folded(self, relation: Relation) -> Relation:
+        return Relation(self.fold(relation.schema), self.fold(relation.name))
+
     def quote(self, identifier: str) -> str:
         q = self.quote_char
         return f"{q}{identifier.replace(q, q + q)}{q}"
@@ -54,6 +61,10 @@ class Dialect:
 
     def drop_table(self, relation: Relation) -> str:
         return f"DROP TABLE IF EXISTS {self.ref(relation)}"
+
+    def drop_relation(self, relation: Relation, kind: str) -> str:
+        """Drop whatever information_schema says `relation` is (its `table_type`)."""
+        return self.drop_view(relation) if kind == "VIEW" else self.drop_table(relation)
 
     @staticmethod
     def string_literal(value: str) -> str:
@@ -112,6 +123,16 @@ class DatabricksDialect(Dialect):
     def __init__(self, catalog: str):
         self.catalog = safe_identifier(catalog, "catalog")
 
+    def fold(self, identifier: str) -> str:
+        # Unity Catalog and the Hive metastore store names in lower case, whatever case dbt used.
+        return identifier.lower()
+
+    def drop_relation(self, relation: Relation, kind: str) -> str:
+        # A materialized view takes its own DROP; DROP TABLE also drops a streaming table.
+        if kind == "MATERIALIZED_VIEW":
+            return f"DROP MATERIALIZED VIEW IF EXISTS {self.ref(relation)}"
+        return super().drop_relation(relation, kind)
+
     @staticmethod
     def string_literal(value: str) -> str:
         # Spark reads backslash escapes in literals, and 'a''b' is two adjacent literals
@@ -130,16 +151,15 @@ class DatabricksDialect(Dialect):
         # Zero-copy: a shallow clone shares the source's data files (Delta tables only).
         return f"CREATE OR REPLACE TABLE {self.ref(target)} SHALLOW CLONE {self.ref(source)}"
 
-
     def list_schemas(self, prefix: str) -> str:
         # In a Spark literal '\\' is one backslash: the LIKE escape character.
         return (
             f"SELECT schema_name FROM {self.quote(self.catalog)}.information_schema.schemata "
-            f"WHERE schema_name LIKE {self.string_literal(_like_prefix(prefix))} ESCAPE '\\\\'"
+            f"WHERE schema_name LIKE {self.string_literal(_like_prefix(self.fold(prefix)))} ESCAPE '\\\\'"
         )
 
     def list_relations(self, schemas: Sequence[str]) -> str:
-        names = ", ".join(self.string_literal(safe_identifier(s, "schema")) for s in schemas) or "''"
+        names = ", ".join(self.string_literal(self.fold(safe_identifier(s, "schema"))) for s in schemas) or "''"
         return (
             f"SELECT table_schema, table_name, table_type FROM {self.quote(self.catalog)}.information_schema.tables "
             f"WHERE table_schema IN ({names})"
@@ -167,10 +187,11 @@ class Warehouse:
         return sorted(row[0] for row in self.query(self.dialect.list_schemas(prefix)))
 
     def relations_in(self, schemas: Sequence[str]) -> dict[Relation, str]:
+        """What each relation in `schemas` is (VIEW, MANAGED, ...), keyed by its folded name."""
         if not schemas:
             return {}
         rows = self.query(self.dialect.list_relations(schemas))
-        return {Relation(schema, name): kind.upper() for schema, name, kind in rows}
+        return {self.dialect.folded(Relation(schema, name)): kind.upper() for schema, name, kind in rows}
 
     def row_counts(self, relations: Sequence[Relation]) -> dict[Relation, int]:
         counts: dict[Relation, int] = {}
@@ -219,7 +240,7 @@ class DatabricksWarehouse(Warehouse):
 
     # Statements of one phase touch different objects; a later phase needs an earlier one done
     # (a view cannot be created before its schema, nor while a table still holds its name).
-    PHASE_BY_VERB = {"CREATE SCHEMA": 0, "DROP TABLE": 1, "DROP SCHEMA": 3}
+    PHASE_BY_VERB = {"CREATE SCHEMA": 0, "DROP TABLE": 1, "DROP MATERIALIZED": 1, "DROP SCHEMA": 3}
     OTHER_PHASE = 2
 
     def __init__(self, environment: DbtEnvironment, max_workers: int = 8):

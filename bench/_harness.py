@@ -185,6 +185,19 @@ def prefect_server(home: Path) -> Iterator[str]:
 # --------------------------------------------------------------------------- environment facts
 
 
+def flush_prefect_logs() -> None:
+    """Send this process's buffered logs and events while the server is still up; otherwise
+    exit waits on retries to a dead server."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=15)
+        except Exception:
+            pass
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 

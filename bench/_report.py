@@ -7,7 +7,7 @@ from pathlib import Path
 
 PREAMBLE = """# Benchmark results
 
-Written by `bench/overhead.py` and `bench/freshness_gate.py`; each section is rewritten
+Written by `bench/overhead.py`, `bench/freshness_gate.py` and `bench/slim_ci.py`; each section is rewritten
 by the run that produced it. Notes and analysis are at the end of the file.
 """
 

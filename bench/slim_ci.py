@@ -1,7 +1,7 @@
 """Slim CI wall time for a one-model change, as a fraction of a full CI build (goal: ≤ 10%).
 
-    python bench/slim_ci.py                 # the bundled project
-    python bench/slim_ci.py --nodes 2000    # also a generated project of ~2000 nodes
+    python bench/slim_ci.py --nodes 2000    # the bundled project and a generated one of ~2000 nodes
+    python bench/slim_ci.py --nodes 0       # the bundled project only
 
 For each project, in a throw-away $LAKEHOUSE_HOME on the built-in `local` environment:
 1. full CI build: `slim_ci` before any production state exists, so it falls back to building
@@ -10,7 +10,8 @@ For each project, in a throw-away $LAKEHOUSE_HOME on the built-in `local` enviro
 3. slim CI after changing one model: a staging model with a typical number of descendants,
    and a leaf mart model. Each is a new PR, so it parses from scratch like a fresh CI runner;
    then a second push to the same PR, which parses partially (its target is kept).
-Prints a markdown table. Without PREFECT_API_URL, Prefect starts a temporary server.
+Writes the "Slim CI" section of bench/RESULTS.md. The flows run in this process, against a
+Prefect server of its own (or --api-url).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench"), str(REPO / "dbt_project" / "landing")]
 
+import _harness as h  # noqa: E402
+import _report  # noqa: E402
+
 GOAL = 0.10
-# A busy machine starts Prefect's temporary server slower than its 20 s default allows.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _timed(call) -> tuple[float, object]:
@@ -155,7 +158,21 @@ def _count_nodes(project: Path) -> int:
     return len(manifest.nodes) + len(manifest.sources) + len(manifest.unit_tests)
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], command: str, loads: tuple[str, str]) -> str:
+    return f"""{_report.facts(h.machine_info(), h.versions())}
+1-min/5-min/15-min load average: {loads[0]} before, {loads[1]} after.
+
+{table(rows)}
+
+Reproduce:
+
+```
+{command}
+```
+"""
+
+
+def table(rows: list[dict]) -> str:
     lines = ["| project | nodes | one-model change | full CI build | slim CI | slim / full CI build "
              "| production run | slim / production run |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -171,7 +188,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def warm_up() -> None:
-    """Start Prefect's API (a temporary server when none is configured) before anything is timed."""
+    """Import the flows and reach the API once, before anything is timed."""
     from prefect import flow
 
     flow(name="bench-warm-up")(lambda: None)()
@@ -179,19 +196,32 @@ def warm_up() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/slim_ci.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=0, help="also bench a generated project of about N nodes")
+    h.add_common_arguments(parser)
     parser.add_argument("--no-bundled", dest="bundled", action="store_false", help="skip the bundled project")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.nodes < 0 or (args.threads is not None and args.threads < 1):
         parser.error("--nodes must be ≥ 0 and --threads ≥ 1")
-    warm_up()
-    rows = []
-    if args.bundled:
-        rows += bench_project("bundled", bundled, args.threads)
-    if args.nodes:
-        rows += bench_project("generated", generated(args.nodes), args.threads)
-    print(markdown(rows))
+    sys.path.insert(0, str(args.repo.resolve()))  # the checkout whose flows are benchmarked
+    scratch = Path(tempfile.mkdtemp(prefix="bench-slim-ci-server-"))
+    try:
+        with nullcontext(args.api_url) if args.api_url else h.prefect_server(scratch / "server-home") as api_url:
+            # Set before Prefect is first imported, so every thread of the flows sees it.
+            os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(scratch / "client-home"))
+            warm_up()
+            before, rows = h.load_average(), []
+            if args.bundled:
+                rows += bench_project("bundled", bundled, args.threads)
+            if args.nodes:
+                rows += bench_project("generated", generated(args.nodes), args.threads)
+            h.flush_prefect_logs()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    command = f"python bench/slim_ci.py --nodes {args.nodes}" + ("" if args.bundled else " --no-bundled") + (
+        f" --threads {args.threads}" if args.threads else "")
+    _report.write_section(args.out, "Slim CI", markdown(rows, command, (before, h.load_average())))
+    print(table(rows))
+    print(f"wrote {args.out}")
     return 0
 
 

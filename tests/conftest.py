@@ -22,18 +22,6 @@ sys.path.insert(0, str(REPO / "bench"))
 import _harness  # noqa: E402  (the local Prefect server the bench starts too)
 
 
-def _flush_prefect_logs() -> None:
-    """Send buffered logs while the server is still up; otherwise exit waits on retries to a dead server."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=15)
-        except Exception:
-            pass
-
-
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server(tmp_path_factory):
     """A real Prefect server (API, UI, automations) for the session; PREFECT_API_URL points at it."""
@@ -50,7 +38,7 @@ def prefect_server(tmp_path_factory):
         refresh_global_settings_context()
         with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(home)}):
             yield api_url
-            _flush_prefect_logs()
+            _harness.flush_prefect_logs()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

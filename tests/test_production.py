@@ -14,8 +14,6 @@ from flows.core.artifacts import artifact_key
 from flows.production import production_run
 from land import land_new_data
 
-from conftest import BUNDLED_PROJECT
-
 
 @pytest.fixture(scope="module")
 def home(module_home):

@@ -71,6 +71,10 @@ def _side_ctes(parents: list[str]) -> tuple[list[str], list[str]]:
     return ctes, joins
 
 
+def _base_and_side_ctes(base: str, side_ctes: list[str]) -> list[str]:
+    return ["with base as (", f"    select {_COLUMNS}", f"    from {{{{ ref('{base}') }}}}", ")", *side_ctes]
+
+
 def enrich_sql(parents: list[str], factor: int) -> str:
     """Row-preserving: the first parent enriched with per-key aggregates of the others."""
     base, side = parents[0], parents[1:]
@@ -81,11 +85,7 @@ def enrich_sql(parents: list[str], factor: int) -> str:
     for j in range(1, len(side) + 1):
         event_date = f"greatest({event_date}, coalesce(p{j}.event_date, base.event_date))"
     lines = [
-        "with base as (",
-        f"    select {_COLUMNS}",
-        f"    from {{{{ ref('{base}') }}}}",
-        ")",
-        *ctes,
+        *_base_and_side_ctes(base, ctes),
         "select",
         "    base.id,",
         "    base.entity_key,",
@@ -105,11 +105,7 @@ def aggregate_sql(parents: list[str]) -> str:
     ctes, joins = _side_ctes(side)
     side_amount = "".join(f" + coalesce(max(p{j}.amount), 0)" for j in range(1, len(side) + 1))
     lines = [
-        "with base as (",
-        f"    select {_COLUMNS}",
-        f"    from {{{{ ref('{base}') }}}}",
-        ")",
-        *ctes,
+        *_base_and_side_ctes(base, ctes),
         "select",
         "    base.entity_key as id,",
         "    base.entity_key,",

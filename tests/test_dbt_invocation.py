@@ -145,6 +145,13 @@ def test_a_failure_fail_fast_recorded_as_skipped_is_reported_and_retried():
     assert _with_reported_failures(nodes, run_results, [failing]) == (nodes, run_results)
 
 
+def test_the_failure_that_stopped_a_fail_fast_run_is_listed_before_the_nodes_it_cancelled():
+    trigger = NodeResult("test.p.not_null_x", "test", "not_null_x", "fail", "Got 1 result", 0.1, None, None)
+    cancelled = NodeResult("model.p.y", "model", "y", "error", "INTERRUPT Error: Interrupted!", 0.3, None, None)
+    nodes, _ = _with_reported_failures([cancelled, trigger], None, [trigger, cancelled])
+    assert [n.name for n in nodes] == ["not_null_x", "y"]
+
+
 def test_fail_fast_cancel_skips_duckdb_connections_already_closed():
     """dbt-duckdb's cancel raised on a finished node's closed cursor, and dbt then lost the run's results."""
     import duckdb

@@ -157,21 +157,22 @@ class _FailedNodes:
 
 def _with_reported_failures(nodes: list[NodeResult], run_results: Optional[dict],
                             reported: list[NodeResult]) -> tuple[list[NodeResult], Optional[dict]]:
-    """Put back the failures dbt's fail-fast lost from its own results.
+    """Put back the failures dbt's fail-fast lost from its own results, first failure first.
 
     dbt-core's fail-fast stop can run before the failing node's result reaches its results
     list (the worker thread flags the stop, the pool thread records the result): that node
     then shows as "skipped". The run must report it as failed, and `dbt retry` must rerun it.
+    The nodes the stop cancelled fail after it ("Interrupted"): the failure that stopped the
+    run is listed before them, in the order the callback saw them finish.
     """
     recorded = {node.unique_id for node in nodes if node.failed}
     lost = {node.unique_id: node for node in reported if node.unique_id not in recorded}
-    if not lost:
-        return nodes, run_results
     nodes = [node for node in nodes if node.unique_id not in lost] + list(lost.values())
-    for entry in (run_results or {}).get("results", []):
+    for entry in (run_results or {}).get("results", []) if lost else []:
         if entry["unique_id"] in lost:
             entry.update(status=lost[entry["unique_id"]].status, message=lost[entry["unique_id"]].message)
-    return nodes, run_results
+    finished = {node.unique_id: order for order, node in enumerate(reported)}
+    return sorted(nodes, key=lambda node: finished.get(node.unique_id, len(finished))), run_results
 
 
 def _invoke(runner: Any, argv: list[str]) -> Any:

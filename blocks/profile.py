@@ -7,6 +7,8 @@ from its own logs. The file lives in a private temp dir and is removed on exit.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import shutil
 import tempfile
@@ -85,14 +87,32 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
 PROFILE_DIR_PREFIX = "lakehouse-profile-"
 
 
+@functools.cache
+def _pid_space() -> str:
+    """Where this process's PID means something: the boot and PID namespace. A temp dir shared
+    with other containers or hosts holds dirs whose PIDs this process cannot check."""
+    def read(path: str, link: bool = False) -> str:
+        try:
+            return os.readlink(path) if link else Path(path).read_text().strip()
+        except OSError:
+            return ""
+    space = read("/proc/sys/kernel/random/boot_id") + read("/proc/self/ns/pid", link=True)
+    return hashlib.sha1(space.encode()).hexdigest()[:8]
+
+
+def profile_dir_prefix(pid: int) -> str:
+    return f"{PROFILE_DIR_PREFIX}{_pid_space()}-{pid}-"
+
+
 def _remove_profiles_of_dead_processes() -> None:
     """A killed run (SIGKILL, OOM) cannot delete its profile dir: the next render does.
 
     They hold env_var() references, never secrets; this keeps temp from filling up.
-    A reused PID only keeps a stale dir a while longer.
+    Only dirs of this PID space and user are checked; a reused PID keeps a stale dir a while longer.
     """
-    for stale in Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}*-*"):
-        pid = stale.name[len(PROFILE_DIR_PREFIX):].split("-", 1)[0]
+    prefix = f"{PROFILE_DIR_PREFIX}{_pid_space()}-"
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
         if not pid.isdigit():
             continue
         try:
@@ -116,7 +136,7 @@ def rendered_profile(
     name = profile_name_of(project_dir)
     target, secrets = target_config(environment, schema)
     _remove_profiles_of_dead_processes()
-    profiles_dir = Path(tempfile.mkdtemp(prefix=f"{PROFILE_DIR_PREFIX}{os.getpid()}-"))  # mode 0700
+    profiles_dir = Path(tempfile.mkdtemp(prefix=profile_dir_prefix(os.getpid())))  # mode 0700
     saved = {key: os.environ.get(key) for key in secrets}
     try:
         descriptor = os.open(profiles_dir / "profiles.yml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

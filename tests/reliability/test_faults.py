@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from land import land_new_data
 
-from blocks.profile import PROFILE_DIR_PREFIX
+from blocks.profile import profile_dir_prefix
 from flows.production import production_run
 
 from .helpers import (
@@ -148,7 +148,7 @@ def test_sigkill_mid_layer_leaves_live_untouched(kill_home, tmp_path):
                        timeout=600, what="the staging layer to finish", process=process, log=log, interval=0.01)
     _kill(process)
     kill_home["pids"].append(process.pid)
-    assert list(Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}{process.pid}-*"))  # its profile is left
+    assert list(Path(tempfile.gettempdir()).glob(f"{profile_dir_prefix(process.pid)}*"))  # its profile is left
     done = journal(home, run_dir.name)["done"]
     assert "build staging" in done and "build marts" not in done, f"not killed mid-run: {done}"
     flow_run_id = run_dir.name
@@ -212,7 +212,7 @@ def test_next_run_after_kills_works_and_cleans_up(kill_home):
     assert registry(home)["live"] == journal(home, state.state_details.flow_run_id)["data"]["version"]
     _live_is_whole(home)
     killed_profiles = [d for pid in kill_home["pids"]
-                       for d in Path(tempfile.gettempdir()).glob(f"{PROFILE_DIR_PREFIX}{pid}-*")]
+                       for d in Path(tempfile.gettempdir()).glob(f"{profile_dir_prefix(pid)}*")]
     assert not killed_profiles, "the killed runs' profile dirs were left behind"
 
 

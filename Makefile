@@ -34,6 +34,7 @@ test: install
 bench: install
 	$(PY) bench/overhead.py --nodes 200
 	$(PY) bench/freshness_gate.py --nodes 200
+	$(PY) bench/slim_ci.py --nodes 200
 
 clean:
 	rm -rf .lakehouse dbt_project/target dbt_project/logs

@@ -168,7 +168,7 @@ def _with_reported_failures(nodes: list[NodeResult], run_results: Optional[dict]
     recorded = {node.unique_id for node in nodes if node.failed}
     lost = {node.unique_id: node for node in reported if node.unique_id not in recorded}
     nodes = [node for node in nodes if node.unique_id not in lost] + list(lost.values())
-    for entry in (run_results or {}).get("results", []) if lost else []:
+    for entry in (run_results or {}).get("results", []):
         if entry["unique_id"] in lost:
             entry.update(status=lost[entry["unique_id"]].status, message=lost[entry["unique_id"]].message)
     finished = {node.unique_id: order for order, node in enumerate(reported)}

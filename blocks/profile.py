@@ -7,7 +7,6 @@ from its own logs. The file lives in a private temp dir and is removed on exit.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -20,6 +19,7 @@ from typing import Iterator, Optional
 import yaml
 
 from blocks.environment import DbtEnvironment, safe_identifier
+from blocks.host import host_identity, process_gone, process_start
 
 TOKEN_VAR = "DBT_ENV_SECRET_DATABRICKS_TOKEN"
 CLIENT_SECRET_VAR = "DBT_ENV_SECRET_DATABRICKS_CLIENT_SECRET"
@@ -87,40 +87,33 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
 PROFILE_DIR_PREFIX = "lakehouse-profile-"
 
 
-@functools.cache
-def _pid_space() -> str:
-    """Where this process's PID means something: the boot and PID namespace. A temp dir shared
-    with other containers or hosts holds dirs whose PIDs this process cannot check."""
-    def read(path: str, link: bool = False) -> str:
-        try:
-            return os.readlink(path) if link else Path(path).read_text().strip()
-        except OSError:
-            return ""
-    space = read("/proc/sys/kernel/random/boot_id") + read("/proc/self/ns/pid", link=True)
-    return hashlib.sha1(space.encode()).hexdigest()[:8]
+def _this_host() -> str:
+    # PIDs in a temp dir shared with other containers or hosts cannot be checked from here
+    return hashlib.sha1(host_identity().encode()).hexdigest()[:8]
 
 
 def profile_dir_prefix(pid: int) -> str:
-    return f"{PROFILE_DIR_PREFIX}{_pid_space()}-{pid}-"
+    """How the profile dirs of process `pid` start: `lakehouse-profile-<host>-<pid>-`, then when the
+    process started, so that a later run can tell whether it is gone."""
+    return f"{PROFILE_DIR_PREFIX}{_this_host()}-{pid}-"
 
 
 def _remove_profiles_of_dead_processes() -> None:
     """A killed run (SIGKILL, OOM) cannot delete its profile dir: the next render does.
 
     They hold env_var() references, never secrets; this keeps temp from filling up.
-    Only dirs of this PID space and user are checked; a reused PID keeps a stale dir a while longer.
+    Only dirs of this host and user whose process is gone are removed, as the publish lock decides it.
     """
-    prefix = f"{PROFILE_DIR_PREFIX}{_pid_space()}-"
-    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
-        pid = stale.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit():
+    prefix = f"{PROFILE_DIR_PREFIX}{_this_host()}-"
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        pid, _, rest = stale.name[len(prefix):].partition("-")
+        started = rest.partition("-")[0]
+        if not pid.isdigit() or not (started.isdigit() or started == "alive"):
             continue
         try:
-            if stale.stat().st_uid == os.getuid():
-                os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except OSError:  # removed meanwhile, or not ours to check
+            if stale.stat().st_uid == os.getuid() and process_gone(int(pid), started):
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:  # removed meanwhile
             pass
 
 
@@ -136,7 +129,8 @@ def rendered_profile(
     name = profile_name_of(project_dir)
     target, secrets = target_config(environment, schema)
     _remove_profiles_of_dead_processes()
-    profiles_dir = Path(tempfile.mkdtemp(prefix=profile_dir_prefix(os.getpid())))  # mode 0700
+    pid = os.getpid()
+    profiles_dir = Path(tempfile.mkdtemp(prefix=f"{profile_dir_prefix(pid)}{process_start(pid)}-"))  # mode 0700
     saved = {key: os.environ.get(key) for key in secrets}
     try:
         descriptor = os.open(profiles_dir / "profiles.yml", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

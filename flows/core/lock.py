@@ -20,9 +20,9 @@ import os
 import socket
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional
 
+from blocks.host import host_identity, process_gone, process_start
 from flows.core.state_store import StateStore
 
 LOCK = "publish.lock"
@@ -30,40 +30,6 @@ LOCK = "publish.lock"
 
 class EnvironmentLocked(RuntimeError):
     pass
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
-def host_identity() -> str:
-    """This host, as far as PIDs are comparable: hostname, boot and PID namespace."""
-    boot = _read("/proc/sys/kernel/random/boot_id")
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()}/{boot}/{namespace}"
-
-
-def process_start(pid: int) -> Optional[str]:
-    """When process `pid` started (clock ticks since boot), so a reused PID is not mistaken for it.
-    None when there is no such process. Where /proc is missing, 'alive' or None."""
-    stat = _read(f"/proc/{pid}/stat")
-    if stat:
-        return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
-    if Path("/proc/self/stat").exists():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return "alive"
 
 
 def _flow_run_state(flow_run_id: str):
@@ -108,8 +74,7 @@ def holder_status(holder: dict) -> tuple[bool, str, bool]:
     """(still running, why, its process is known to be gone) for the run recorded in a lock."""
     pid, started = holder.get("pid"), holder.get("process_start")
     if pid and started and holder.get("host") == host_identity():
-        now = process_start(int(pid))
-        if now is None or (now != "alive" and now != started):
+        if process_gone(int(pid), started):
             return False, f"its process {pid} on this host is gone", True
         return True, f"its process {pid} on this host is alive", False
     return (*_flow_run_state(str(holder.get("run_id", ""))), False)

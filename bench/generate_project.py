@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its two halves, also when loaded by path
 
 from project_data import SOURCE_NAME, land, land_fresher  # noqa: E402
+import project_extras as extras  # noqa: E402
 from project_templates import (  # noqa: E402
     DBT_PROJECT, PROFILE_NAME, SEED_NAME, aggregate_sql, enrich_sql, models_yaml, seed_files, snapshot_yaml,
     staging_sql, staging_yaml,
@@ -48,7 +49,7 @@ from project_templates import (  # noqa: E402
 
 __all__ = ["MIN_NODES", "PROFILE_NAME", "SOURCE_NAME", "generate_project", "land_fresher", "write_profiles"]
 
-MIN_NODES = 26
+MIN_NODES = 26 + extras.EXTRA_NODES
 
 _TABLE_NAMES = [
     "orders", "customers", "payments", "products", "shipments", "invoices",
@@ -57,7 +58,7 @@ _TABLE_NAMES = [
     "tickets", "contracts", "employees", "stores", "deliveries", "promotions",
     "leads", "opportunities", "transfers", "ledgers", "devices", "visits",
 ]
-_GENERATED_DIRS = ("models", "seeds", "snapshots")
+_GENERATED_DIRS = ("models", "seeds", "snapshots", "macros", "analyses", "packages")
 
 
 # --------------------------------------------------------------------------- plan
@@ -77,7 +78,7 @@ def _plan_counts(n_nodes: int) -> dict:
     n = max(n_nodes, MIN_NODES)
     tables = _source_tables(n)
     s = len(tables)
-    fixed = s + 2 * s + 1 + 1  # sources, source tests (not_null+unique), seed, snapshot
+    fixed = s + 2 * s + 1 + 1 + extras.EXTRA_NODES  # sources, source tests (not_null+unique), seed, snapshot
     rest = n - fixed
     models = max(s + 2, round(rest / 2.2))
     model_tests = rest - models  # between models and 2*models: 1-2 tests per model
@@ -135,7 +136,7 @@ def generate_project(n_nodes: int, out: Path, warehouse: Path | None = None) -> 
     tables = plan["tables"]
     rng = random.Random(f"bench-project-{n}")
 
-    files: dict[str, str] = {"dbt_project.yml": DBT_PROJECT}
+    files: dict[str, str] = {"dbt_project.yml": DBT_PROJECT + extras.project_yml_extras()}
     csv, seeds_yml = seed_files()
     files[f"seeds/{SEED_NAME}.csv"] = csv
     files["seeds/_seeds.yml"] = seeds_yml
@@ -199,6 +200,10 @@ def generate_project(n_nodes: int, out: Path, warehouse: Path | None = None) -> 
     )
     files["models/marts/_marts.yml"] = models_yaml(described(marts, "Mart"))
 
+    dims = [m for m in marts if m.startswith("dim_")]
+    fact = next(m for m in marts if m.startswith("fct_"))
+    files.update(extras.extra_files(tables[1], f"stg_{tables[1]}", fact, dims))
+
     _prepare_out(out)
     for rel, text in sorted(files.items()):
         path = out / rel
@@ -210,9 +215,10 @@ def generate_project(n_nodes: int, out: Path, warehouse: Path | None = None) -> 
     nodes = {
         "source": len(tables),
         "seed": 1,
-        "snapshot": 1,
-        "model": len(all_models),
-        "test": plan["source_tests"] + sum(tests.values()),
+        "snapshot": 1 + extras.EXTRA_SNAPSHOTS,
+        "model": len(all_models) + extras.EXTRA_MODELS,
+        "test": plan["source_tests"] + sum(tests.values()) + extras.EXTRA_TESTS,
+        "unit_test": extras.EXTRA_UNIT_TESTS,
     }
     return {
         "nodes": {**nodes, "total": sum(nodes.values())},
@@ -221,6 +227,9 @@ def generate_project(n_nodes: int, out: Path, warehouse: Path | None = None) -> 
             "intermediate": len(intermediate),
             "marts": len(marts),
         },
+        # Not counted as nodes: dbt builds none of them, but layers' selectors match them.
+        "other": {"exposure": extras.EXPOSURES, "metric": extras.METRICS, "semantic_model": extras.SEMANTIC_MODELS,
+                  "saved_query": extras.SAVED_QUERIES, "analysis": extras.ANALYSES, "operation": extras.HOOKS},
         "project_dir": str(out),
         "warehouse": str(warehouse),
         "sources": list(tables),

@@ -25,7 +25,8 @@ from dbt.contracts.graph.manifest import Manifest
 
 from blocks.profile import RenderedProfile
 
-BUILDABLE = {"model", "seed", "snapshot"}
+BUILDABLE = ("model", "seed", "snapshot")  # what a run materialises
+EXECUTED = (*BUILDABLE, "test", "unit_test")  # what `dbt build` runs for them: the only nodes we ever select
 # dbt matches every `--select` term against every node: an explicit list of N node
 # selectors costs O(N x nodes) (~14 us each: 2,000 of them on a 2,000-node project took
 # ~55 s). Above this many terms, checking a covering selector with one `ls` (~1 s) pays.
@@ -39,6 +40,9 @@ RESULT_FILES = {"build": "run_results.json", "run": "run_results.json", "test": 
 
 
 FAILED_STATUSES = {"error", "fail", "runtime error"}
+# Commands that work without a parsed project: `deps` must run before the first parse can succeed
+# (a project with packages does not parse until they are installed).
+NEEDS_NO_MANIFEST = {"deps", "clean", "debug"}
 
 
 class DbtCommandError(RuntimeError):
@@ -94,6 +98,29 @@ class StepResult:
     @classmethod
     def skipped(cls, command: str, reason: str) -> "StepResult":
         return cls(command=command, success=True, seconds=0.0, skipped_reason=reason)
+
+
+def resource_type_of(unique_id: str) -> str:
+    """The resource type of any unique_id in the manifest ("model", "exposure", "metric", ...)."""
+    return unique_id.split(".", 1)[0]  # dbt builds every unique_id as <resource type>.<package>.<name>...
+
+
+def unexecuted_types(manifest: Manifest) -> list[str]:
+    """The resource types this project defines that dbt does not build (selectors match them)."""
+    defined = {"source": manifest.sources, "exposure": manifest.exposures, "metric": manifest.metrics,
+               "semantic_model": manifest.semantic_models, "saved_query": manifest.saved_queries}
+    kinds = [kind for kind, nodes in defined.items() if nodes]
+    if any(node.resource_type.value == "analysis" for node in manifest.nodes.values()):
+        kinds.append("analysis")
+    return kinds
+
+
+def fqn_selector(manifest: Manifest, unique_id: str) -> str:
+    """A selector matching exactly one node dbt executes (model, seed, snapshot, test, unit test)."""
+    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+    if node is None or resource_type_of(unique_id) not in EXECUTED:
+        raise ValueError(f"{unique_id} is not a node dbt builds: it cannot be selected on its own")
+    return "fqn:" + ".".join(node.fqn)
 
 
 def _compiled_path(node: Any, target_path: Path, project_name: str) -> Optional[str]:
@@ -250,7 +277,7 @@ class DbtProject:
             "--project-dir", str(self.project_dir),
             "--profiles-dir", str(self.profile.profiles_dir),
             "--target", self.profile.target,
-            "--target-path", str(self.target_path),
+            *(["--target-path", str(self.target_path)] if command[0] != "deps" else []),  # deps has no such option
             "--log-path", str(self.target_path / "logs"),
         ]
         if self.vars:
@@ -287,6 +314,8 @@ class DbtProject:
         return self.target_path
 
     def raw_invoke(self, command: list[str], callbacks: list = ()) -> Any:
+        if command[0] in NEEDS_NO_MANIFEST:
+            return _invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command))
         if self.manifest is None:
             self.parse()
         return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command))
@@ -362,8 +391,7 @@ class DbtProject:
 
     def node_selector(self, unique_id: str) -> str:
         """A selector matching exactly this node (models, seeds, snapshots, tests, unit tests)."""
-        node = self.manifest.nodes.get(unique_id) or self.manifest.unit_tests[unique_id]
-        return "fqn:" + ".".join(node.fqn)
+        return fqn_selector(self.manifest, unique_id)
 
     def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
         """Flags that select exactly `ids`, with as few selector terms as we can.
@@ -372,21 +400,25 @@ class DbtProject:
         When one of them, plus or minus a few nodes, selects exactly `ids`, that is what we
         send; otherwise one exact selector per node. Indirect selection is off in both, so
         no test comes along that `ids` does not name.
+
+        Only what dbt executes (EXECUTED) is ever named: a cover also matches the sources,
+        exposures, metrics, semantic models, saved queries and analyses defined under it, which
+        dbt does not build. They are left out by their resource type, never one selector each.
         """
         if self.manifest is None:
             self.parse()
         exact = ["--indirect-selection", "empty"]
-        wanted = set(ids)
+        wanted = {unique_id for unique_id in ids if resource_type_of(unique_id) in EXECUTED}
         best = ["--select", *sorted(self.node_selector(i) for i in wanted), *exact]
         best_terms = len(wanted)
         if best_terms <= EXPLICIT_SELECTION_LIMIT:
             return best
+        not_executed = [f"resource_type:{kind}" for kind in unexecuted_types(self.manifest)]
         for cover in covers:
-            matched = self.list_ids([cover], extra=exact)
-            sources = {u for u in matched if u.startswith("source.")}  # never built; fqn cannot name them
-            extra, surplus = wanted - matched, (matched - sources) - wanted
-            excluded = sorted(self.node_selector(i) for i in surplus) + (["source:*"] if sources - wanted else [])
-            terms = 1 + len(extra) + len(excluded)
+            matched = self.list_ids([cover], resource_types=EXECUTED, extra=exact)
+            extra, surplus = wanted - matched, matched - wanted
+            excluded = sorted(self.node_selector(i) for i in surplus) + not_executed
+            terms = 1 + len(extra) + len(surplus) + len(not_executed)
             if terms < best_terms:
                 best_terms = terms
                 best = ["--select", cover, *sorted(self.node_selector(i) for i in extra)]

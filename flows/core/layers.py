@@ -16,6 +16,8 @@ from typing import Iterable, Optional
 
 from dbt.contracts.graph.manifest import Manifest
 
+from flows.core.dbt import fqn_selector
+
 
 @dataclass
 class Stage:
@@ -73,8 +75,7 @@ class Graph:
         return seen
 
     def fqn_selector(self, unique_id: str) -> str:
-        node = self.manifest.nodes.get(unique_id) or self.manifest.unit_tests[unique_id]
-        return "fqn:" + ".".join(node.fqn)
+        return fqn_selector(self.manifest, unique_id)
 
 
 def plan_stages(graph: Graph, candidates: set[str], layers: list[tuple[str, set[str]]]) -> Plan:

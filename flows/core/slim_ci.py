@@ -123,7 +123,7 @@ def plan(session: CiSession) -> CiPlan:
     snapshots = graph.of_type("snapshot")
     if session.slim:
         state = ["--state", str(session.state_dir)]
-        changed = project.list_ids(["state:modified"], None, tuple(BUILDABLE), extra=state)
+        changed = project.list_ids(["state:modified"], None, BUILDABLE, extra=state)
         # --favor-state: an unselected parent always resolves to the base state's live relation,
         # never to a stale copy an earlier run of this PR left in the PR schema.
         command = ["build", "--select", "state:modified+", "--exclude", *NEVER_IN_CI, *state,
@@ -131,8 +131,8 @@ def plan(session: CiSession) -> CiPlan:
         return CiPlan("slim", changed, command, left_out=changed & snapshots)
     # No state to defer to: nothing could resolve a ref to a snapshot, so its readers stay out too.
     exclude = [*NEVER_IN_CI, *(graph.fqn_selector(s) + "+" for s in sorted(snapshots))]
-    left_out = project.list_ids(exclude, None, tuple(BUILDABLE)) if snapshots else set()
-    changed = project.list_ids(None, None, tuple(BUILDABLE)) - left_out
+    left_out = project.list_ids(exclude, None, BUILDABLE) if snapshots else set()
+    changed = project.list_ids(None, None, BUILDABLE) - left_out
     return CiPlan("full", changed, ["build", "--exclude", *exclude], left_out=left_out)
 
 

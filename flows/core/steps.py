@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from flows.core.dbt import DbtCommandError, StepResult
+from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, StepResult
 from flows.core.freshness import (
     fresher_sources, gate_selectors, parse_fingerprint, raise_if_stale, read_report, sources_with_freshness,
     sources_without_freshness,
@@ -21,7 +21,6 @@ from flows.core.freshness import (
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
 
-BUILDABLE_TYPES = ("model", "seed", "snapshot")
 
 
 @dataclass

@@ -45,7 +45,10 @@ def project(generated, tmp_path) -> DbtProject:
     warehouse.write_bytes(template.read_bytes())
     write_profiles(tmp_path / "profiles", warehouse)
     profile = RenderedProfile(tmp_path / "profiles", "bench", "local", "main")
-    return DbtProject(project_dir, profile, tmp_path / "target")
+    project = DbtProject(project_dir, profile, tmp_path / "target")
+    if not (project_dir / "dbt_packages").exists():  # the generated project has a local package
+        assert project.run(["deps"]).success
+    return project
 
 
 def test_prefect_does_not_walk_into_a_project_or_its_results(project):
@@ -71,6 +74,25 @@ def test_selection_args_select_exactly_the_nodes_with_few_terms(project):
     assert project.list_ids(extra=project.selection_args(small, ["path:models/staging"])) == small
 
 
+def test_a_cover_that_also_matches_exposures_and_the_semantic_layer_selects_only_what_dbt_builds(project):
+    """The marts layer's `path:` selector also matches exposures, metrics, semantic models and saved
+    queries (and the layer exceeds EXPLICIT_SELECTION_LIMIT, so the cover is used): the arguments
+    still select exactly the layer's models and tests, and no step crashes on those nodes."""
+    project.parse()
+    everything = project.list_ids(["path:models/marts"])
+    kinds = {unique_id.split(".")[0] for unique_id in everything}
+    assert {"exposure", "metric", "semantic_model", "saved_query"} <= kinds, kinds
+    wanted = project.list_ids(["path:models/marts"], resource_types=("model", "test", "unit_test"))
+    assert len(wanted) > EXPLICIT_SELECTION_LIMIT
+    for chosen in (wanted, wanted - {sorted(wanted)[0]}):
+        args = project.selection_args(chosen | {u for u in everything if u.startswith("exposure.")},
+                                      ["path:models/marts"])
+        assert "path:models/marts" in args and len(args) < 20, args
+        assert project.list_ids(extra=args) == chosen
+    with pytest.raises(ValueError, match="not a node dbt builds"):
+        project.node_selector(next(u for u in everything if u.startswith("metric.")))
+
+
 def test_the_warehouse_is_released_between_commands(project):
     project.parse()
     assert project.run(["seed"]).success
@@ -93,7 +115,8 @@ def test_node_tasks_make_one_task_run_per_node(project):
     result, flow_run_id = probe()
     assert result.success and result.run_results and len(result.nodes) > 10
     # prefect-dbt names each node's task run "<resource type> <node name>".
-    expected = {f"{node.resource_type} {node.name}" for node in result.nodes}
+    # The project's on-run-start/end hooks come back as results too, but are no nodes of the DAG.
+    expected = {f"{node.resource_type} {node.name}" for node in result.nodes if node.resource_type != "operation"}
     names: set[str] = set()
     for _ in range(120):  # the server records task runs from events, a moment after they ran
         names = _task_run_names(flow_run_id)

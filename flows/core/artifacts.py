@@ -13,6 +13,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 
 from flows.core.dbt import NodeResult, StepResult
 from flows.core.freshness import SourceFreshness
+from flows.errors import cause_line
 
 REGRESSION_FACTOR = 3.0
 MIN_HISTORY = 3
@@ -111,7 +112,7 @@ def summary_markdown(report: RunReport) -> str:
     if report.freshness:
         parts.append("## Source freshness\n" + markdown_table(
             ["source", "status", "age", "max loaded at"],
-            [[f.source, f.status, f.age, f.max_loaded_at or ""] for f in report.freshness],
+            [[f.source, f.outcome, f.age, f.max_loaded_at or ""] for f in report.freshness],
         ))
     if report.failures:
         parts.append("## Failures\n" + failures_markdown(report))
@@ -135,8 +136,8 @@ def summary_markdown(report: RunReport) -> str:
 
 def failures_markdown(report: RunReport) -> str:
     return markdown_table(
-        ["node", "type", "status", "message", "compiled SQL"],
-        [[f.name, f.resource_type, f.status, f.message[:500], f"`{f.compiled_path}`" if f.compiled_path else ""]
+        ["node", "type", "status", "cause", "compiled SQL"],
+        [[f.name, f.resource_type, f.status, cause_line(f.message, limit=500), f"`{f.compiled_path}`" if f.compiled_path else ""]
          for f in report.failures],
     )
 

@@ -116,11 +116,17 @@ def unexecuted_types(manifest: Manifest) -> list[str]:
 
 
 def fqn_selector(manifest: Manifest, unique_id: str) -> str:
-    """A selector matching exactly one node dbt executes (model, seed, snapshot, test, unit test)."""
+    """`fqn:<the node's fqn>`. dbt matches an fqn selector as a prefix: a model's also matches its
+    unit tests (their fqn continues with the test's name) and, unversioned, all its versions."""
     node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
     if node is None or resource_type_of(unique_id) not in EXECUTED:
         raise ValueError(f"{unique_id} is not a node dbt builds: it cannot be selected on its own")
     return "fqn:" + ".".join(node.fqn)
+
+
+def exact_selector(manifest: Manifest, unique_id: str) -> str:
+    """One selector term matching this node and nothing else: its fqn, intersected with its type."""
+    return f"{fqn_selector(manifest, unique_id)},resource_type:{resource_type_of(unique_id)}"
 
 
 def _compiled_path(node: Any, target_path: Path, project_name: str) -> Optional[str]:
@@ -391,7 +397,7 @@ class DbtProject:
 
     def node_selector(self, unique_id: str) -> str:
         """A selector matching exactly this node (models, seeds, snapshots, tests, unit tests)."""
-        return fqn_selector(self.manifest, unique_id)
+        return exact_selector(self.manifest, unique_id)
 
     def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
         """Flags that select exactly `ids`, with as few selector terms as we can.

@@ -19,9 +19,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Iterable, Optional
 
 from dbt.contracts.graph.manifest import Manifest
+
+from flows.core.dbt import NodeResult
+from flows.errors import RunFailure, cause_line
 
 GATE_SELECTORS = ["source_status:fresher+", "state:modified+"]
 
@@ -29,10 +32,12 @@ GATE_SELECTORS = ["source_status:fresher+", "state:modified+"]
 @dataclass(frozen=True)
 class SourceFreshness:
     source: str  # source_name.table
-    status: str  # pass | warn | error | runtime error
+    status: str  # pass | warn | error | runtime error (could not be checked)
     age_seconds: Optional[float]
     max_loaded_at: Optional[str]
-    error: Optional[str] = None
+    error: Optional[str] = None  # why it could not be checked: the database's own error line
+    severity: str = "warn"  # "error" when the source sets error_after: it then stops the run
+    loaded_by_seed: Optional[str] = None  # a seed of this project loads it, in the run itself
 
     @property
     def age(self) -> str:
@@ -41,8 +46,21 @@ class SourceFreshness:
         hours = self.age_seconds / 3600
         return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
+    @property
+    def not_checked(self) -> bool:
+        return self.status == "runtime error"
 
-class StaleSources(RuntimeError):
+    @property
+    def outcome(self) -> str:
+        """What the summary says of it."""
+        if not self.not_checked:
+            return self.status
+        if self.loaded_by_seed:
+            return f"not checked: loaded by seed {self.loaded_by_seed} in this run"
+        return f"not checked: {self.error or 'freshness check failed'}"
+
+
+class StaleSources(RunFailure):
     pass
 
 
@@ -61,31 +79,66 @@ def sources_without_freshness(manifest: Manifest) -> list[str]:
     )
 
 
-def read_report(sources_json: Optional[dict], manifest: Manifest) -> list[SourceFreshness]:
-    report = []
+def seed_loaded_sources(manifest: Manifest) -> dict[str, str]:
+    """Sources whose table a seed of this project loads (source unique_id -> seed name).
+
+    Such a source does not exist before the project's first run: its freshness cannot be
+    checked then, and its tests can run only once the seeds are loaded.
+    """
+    seeds = {(node.schema.lower(), (node.alias or node.name).lower()): node.name
+             for node in manifest.nodes.values() if node.resource_type.value == "seed"}
+    return {unique_id: seeds[(source.schema.lower(), source.identifier.lower())]
+            for unique_id, source in manifest.sources.items()
+            if (source.schema.lower(), source.identifier.lower()) in seeds}
+
+
+def _severity(source) -> str:
+    error_after = source.freshness.error_after if source and source.freshness else None
+    return "error" if error_after and error_after.count and error_after.period else "warn"
+
+
+def read_report(sources_json: Optional[dict], manifest: Manifest,
+                not_checked: Iterable[NodeResult] = ()) -> list[SourceFreshness]:
+    """Every source freshness looked at: those dbt dated (sources.json) and those it could not
+    check at all (dbt keeps them out of sources.json: a missing table, a missing privilege)."""
+    seeded = seed_loaded_sources(manifest)
+    report = {}
     for result in (sources_json or {}).get("results", []):
         source = manifest.sources.get(result["unique_id"])
-        name = f"{source.source_name}.{source.name}" if source else result["unique_id"]
-        report.append(SourceFreshness(
-            source=name,
+        report[result["unique_id"]] = SourceFreshness(
+            source=f"{source.source_name}.{source.name}" if source else result["unique_id"],
             status=result.get("status", "runtime error"),
             age_seconds=result.get("max_loaded_at_time_ago_in_s"),
             max_loaded_at=result.get("max_loaded_at"),
-            error=result.get("error"),
-        ))
-    return sorted(report, key=lambda r: r.source)
+            error=cause_line(result["error"]) if result.get("error") else None,
+            severity=_severity(source), loaded_by_seed=seeded.get(result["unique_id"]),
+        )
+    for node in not_checked:
+        if node.unique_id in report or not node.failed:
+            continue
+        source = manifest.sources.get(node.unique_id)
+        report[node.unique_id] = SourceFreshness(
+            source=f"{source.source_name}.{source.name}" if source else node.unique_id,
+            status="runtime error", age_seconds=None, max_loaded_at=None, error=cause_line(node.message),
+            severity=_severity(source), loaded_by_seed=seeded.get(node.unique_id),
+        )
+    return sorted(report.values(), key=lambda r: r.source)
 
 
 def raise_if_stale(report: list[SourceFreshness]) -> list[SourceFreshness]:
-    """Fail on error-level staleness (naming each source and its age); return the warn-level ones."""
-    failing = [r for r in report if r.status in {"error", "runtime error"}]
+    """Fail on error-level staleness, and on an error-level source that could not be checked
+    (naming each source, its age or the database's own error); return what to warn about:
+    warn-level staleness, and sources that could not be checked but do not stop the run."""
+    failing = [r for r in report if r.status == "error"
+               or (r.not_checked and r.severity == "error" and not r.loaded_by_seed)]
     if failing:
         details = "; ".join(
-            f"{r.source} is stale ({r.age} old)" if r.status == "error" else f"{r.source}: {r.error or 'freshness check failed'}"
+            f"{r.source} is stale ({r.age} old)" if r.status == "error"
+            else f"{r.source} could not be checked: {r.error or 'freshness check failed'}"
             for r in failing
         )
         raise StaleSources(f"source freshness failed: {details}")
-    return [r for r in report if r.status == "warn"]
+    return [r for r in report if r.status == "warn" or r.not_checked]
 
 
 def gate_selectors(manifest: Manifest) -> list[str]:

@@ -4,7 +4,8 @@ Works on any stock project from its manifest alone:
 - each layer takes its own selector's nodes plus their upstream nodes not built yet,
   so a utility model that staging refs is built with staging;
 - nodes in no layer go last;
-- a data test runs in the stage where its last parent is built, never before;
+- a data test runs in the stage where its last parent is built, never before (a test of a
+  source that a seed of the project loads runs once that seed is loaded);
 - a unit test runs with the model it tests;
 - a layer with nothing to build is skipped (and said so).
 """
@@ -17,6 +18,7 @@ from typing import Iterable, Optional
 from dbt.contracts.graph.manifest import Manifest
 
 from flows.core.dbt import fqn_selector
+from flows.core.freshness import seed_loaded_sources
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Graph:
         for unique_id in manifest.sources:
             self.resource_type[unique_id] = "source"
             self.parents[unique_id] = []
+        seed_ids = {node.name: u for u, node in manifest.nodes.items() if node.resource_type.value == "seed"}
+        # A source whose table a seed of the project loads: its tests run once that seed is loaded.
+        self.loaded_by = {source: seed_ids[seed] for source, seed in seed_loaded_sources(manifest).items()}
 
     def of_type(self, *types: str) -> set[str]:
         return {u for u, t in self.resource_type.items() if t in types}
@@ -107,7 +112,8 @@ def plan_stages(graph: Graph, candidates: set[str], layers: list[tuple[str, set[
 def _place_tests(graph: Graph, candidates: set[str], stages: list[Stage]) -> None:
     stage_of = {node: index for index, stage in enumerate(stages) for node in stage.nodes}
     for test in graph.of_type("test", "unit_test"):
-        parents = [p for p in graph.parents[test] if graph.resource_type.get(p) != "source"]
+        parents = [graph.loaded_by.get(p, p) for p in graph.parents[test]]
+        parents = [p for p in parents if graph.resource_type.get(p) != "source"]
         built_parents = [p for p in parents if p in candidates]
         if not built_parents:
             continue  # tests on sources run in the source-test step; tests on unbuilt nodes need no re-run

@@ -20,6 +20,7 @@ from flows.core.freshness import (
 )
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
+from flows.errors import RunFailure, cause_line
 
 
 
@@ -28,10 +29,10 @@ class Selection:
     candidates: set[str]  # models, seeds and snapshots the run's select/exclude pick
 
 
-class StepFailed(RuntimeError):
+class StepFailed(RunFailure):
     def __init__(self, step: str, result: StepResult):
         failures = result.failures
-        listing = "; ".join(f"{f.name}: {f.message.splitlines()[0] if f.message else f.status}" for f in failures[:5])
+        listing = "; ".join(f"{f.name}: {cause_line(f.message) or f.status}" for f in failures[:5])
         more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
         super().__init__(f"{step} failed: {listing or 'dbt reported failure'}{more}")
         self.step = step
@@ -60,10 +61,17 @@ def source_freshness(run: ProductionRun) -> StepResult:
     # Freshness queries each source itself: listing every schema's relations first (dbt's cache)
     # only costs time (0.35 s at 2,000 nodes on DuckDB; a round trip per schema on Databricks).
     result = run.live.run(["source", "freshness", "--no-populate-cache"])
-    run.report.freshness = read_report(run.live.artifact("sources.json"), manifest)
+    run.report.freshness = read_report(run.live.artifact("sources.json"), manifest, result.nodes)
     for warning in raise_if_stale(run.report.freshness):
-        logger.warning("Source %s is getting stale (%s old); the run goes on.", warning.source, warning.age)
-    return result
+        if warning.loaded_by_seed:
+            logger.info("Source %s is %s.", warning.source, warning.outcome)
+        elif warning.not_checked:
+            logger.warning("Source %s could not be checked (%s); it sets no error_after, so the run goes on.",
+                           warning.source, warning.error or "freshness check failed")
+        else:
+            logger.warning("Source %s is getting stale (%s old); the run goes on.", warning.source, warning.age)
+    # What could not be checked is in the freshness report; it is not a failed node of the run.
+    return StepResult(result.command, True, result.seconds, [n for n in result.nodes if not n.failed])
 
 
 def parse_and_select(run: ProductionRun) -> Selection:
@@ -141,15 +149,20 @@ def _gate_off_reason(run: ProductionRun, freshness_checked: bool) -> str:
 
 
 def source_tests(run: ProductionRun) -> StepResult:
+    """Tests of the sources, before anything reads them; those of sources that the project's own
+    seeds load run with the first layer instead, once the seeds are loaded (see layers.py)."""
     manifest = run.live.manifest
     graph = Graph(manifest)
     has_tests = any(
-        all(graph.resource_type.get(p) == "source" for p in graph.parents[t]) and graph.parents[t]
+        all(graph.resource_type.get(p) == "source" and p not in graph.loaded_by for p in graph.parents[t])
+        and graph.parents[t]
         for t in graph.of_type("test")
     )
     if not has_tests:
         return StepResult.skipped("source tests", "no tests on sources")
-    return _checked("source tests", run.live.run(["test", "--select", "source:*"]))
+    seeded = sorted(f"source:{manifest.sources[u].source_name}.{manifest.sources[u].name}" for u in graph.loaded_by)
+    return _checked("source tests", run.live.run(["test", "--select", "source:*",
+                                                  *(["--exclude", *seeded] if seeded else [])]))
 
 
 def _selection(run: ProductionRun, ids: set[str], *covers: str) -> list[str]:

@@ -249,11 +249,14 @@ def dbt_sequence(layer_selectors=DEFAULT_LAYER_SELECTORS) -> list[list[str]]:
     that both ran the same number of nodes.
     """
     return [
+        ["deps"],  # the generated project has a local package, as real projects have packages
         ["source", "freshness", "--no-populate-cache"],
         ["test", "--select", "source:*"],
         ["seed"],
-        ["snapshot"],
+        # Snapshots of sources before the layers, snapshots of models once the models exist.
+        ["snapshot", "--exclude", "resource_type:model+"],
         *(["build", "--select", layer, "--exclude", "source:*", "--fail-fast"] for layer in layer_selectors),
+        ["snapshot", "--select", "resource_type:model+,resource_type:snapshot"],
         ["docs", "generate", "--static"],
     ]
 

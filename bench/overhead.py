@@ -95,8 +95,9 @@ class OverheadBench:
         load, peak, nodes, ok = h.load_average(), 0, 0, True
         launched, started = time.time(), time.perf_counter()
         for command in h.dbt_sequence():
+            target_path = ["--target-path", str(target)] if command[0] != "deps" else []  # deps has no such option
             argv = [h.dbt_executable(), *command, "--project-dir", str(self.project), "--profiles-dir",
-                    str(profiles), "--target-path", str(target), "--log-path", str(target / "logs")]
+                    str(profiles), *target_path, "--log-path", str(target / "logs")]
             (target / "run_results.json").unlink(missing_ok=True)
             measured = h.run_measured(argv, self.env, home, log)
             peak, ok = max(peak, measured.peak_rss), ok and measured.returncode == 0

@@ -208,7 +208,9 @@ def intermediate_yaml(table: str) -> str:
 def marts_yaml(table: str, fact: str, dims: list[str]) -> str:
     """The versioned model, time spine, group, exposures and the semantic layer, all in marts."""
     exposures = []
-    for i, parent in enumerate([fact, *dims][:EXPOSURES], start=1):
+    parents = [fact, *dims]
+    for i in range(1, EXPOSURES + 1):
+        parent = parents[(i - 1) % len(parents)]  # small projects have few marts to point at
         exposures += [
             f"  - name: dashboard_{i}",
             "    type: dashboard",

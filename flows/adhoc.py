@@ -66,6 +66,9 @@ def check_request(environment: str, command: str, select: list[str], exclude: li
 @task(name="check selection", cache_policy=NO_CACHE)
 def check_selection(project: DbtProject, select: list[str], exclude: list[str]) -> int:
     """Parse once, then resolve the selection with dbt ls: a bad selector fails here, not mid-run."""
+    installed = project.install_packages()  # a fresh checkout cannot parse before `dbt deps`
+    if not installed.success:
+        raise StepFailed("dbt deps", installed)
     project.parse()
     try:
         return len(project.list_ids(select or None, exclude or None))

@@ -13,7 +13,8 @@ import re
 
 # dbt's own first line of a node error says only where it happened ("Runtime Error in test
 # not_null_orders_id (models/x.yml)"); the line after it is the database's, and says why.
-_WHERE_LINE = re.compile(r"^(Runtime|Database|Compilation|Dependency|Parsing) Error in \w+ ")
+# A bare "Database Error" header (no "in …") says as little.
+_WHERE_LINE = re.compile(r"^(Runtime|Database|Compilation|Dependency|Parsing) Error( in \w+ .*)?:?$")
 _NOISE_LINE = re.compile(r"^(LINE \d+:|\^|compiled code at )")
 CAUSE_LENGTH = 300
 

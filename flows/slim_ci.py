@@ -27,11 +27,21 @@ from flows.core.dbt import StepResult
 from flows.core.slim_ci import (
     CiPlan, CiReport, CiSession, ci_work_dir, open_ci, plan, pr_schemas, report_markdown, summarize,
 )
+from flows.core.steps import StepFailed
 from flows.core.warehouse import warehouse_for
 
 
 class SlimCiFailed(RuntimeError):
     """A model or test of the PR failed; the report artifact lists which."""
+
+
+@task(name="dbt deps", cache_policy=NO_CACHE)
+def install_packages(session: CiSession) -> StepResult:
+    """A PR's fresh checkout has no dbt_packages/: it cannot parse before `dbt deps`."""
+    result = session.project.install_packages()
+    if not result.success:
+        raise StepFailed("dbt deps", result)
+    return result
 
 
 @task(name="select changes", cache_policy=NO_CACHE)
@@ -91,6 +101,7 @@ def slim_ci(
     """
     logger = get_run_logger()
     with open_ci(pr_number, environment, base_environment, project_dir, threads) as session:
+        install_packages(session)
         ci_plan = select_changes(session)
         result = build_and_test(session, ci_plan)
         report = post_report(session, ci_plan, result)

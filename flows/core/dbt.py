@@ -100,6 +100,19 @@ class StepResult:
         return cls(command=command, success=True, seconds=0.0, skipped_reason=reason)
 
 
+def combined(first: StepResult, then: StepResult) -> StepResult:
+    """One step made of two dbt commands: their nodes, time and run results together, so the
+    saved state (built from run_results) holds every node the report shows."""
+    run_results = first.run_results
+    if then.run_results:
+        run_results = {**(first.run_results or then.run_results),
+                       "results": [*(first.run_results or {}).get("results", []), *then.run_results["results"]],
+                       "elapsed_time": (first.run_results or {}).get("elapsed_time", 0)
+                       + then.run_results.get("elapsed_time", 0)}
+    return StepResult(first.command, first.success and then.success, first.seconds + then.seconds,
+                      [*first.nodes, *then.nodes], first.skipped_reason, run_results)
+
+
 def resource_type_of(unique_id: str) -> str:
     """The resource type of any unique_id in the manifest ("model", "exposure", "metric", ...)."""
     return unique_id.split(".", 1)[0]  # dbt builds every unique_id as <resource type>.<package>.<name>...
@@ -291,6 +304,12 @@ class DbtProject:
         if self.threads and command[0] not in {"parse", "deps", "ls", "list", "clean"}:
             argv += ["--threads", str(self.threads)]
         return argv
+
+    def install_packages(self) -> StepResult:
+        """`dbt deps`, where the project declares packages: a fresh checkout cannot parse without it."""
+        if not any((self.project_dir / name).exists() for name in ("packages.yml", "dependencies.yml")):
+            return StepResult.skipped("deps", "the project has no packages")
+        return self.run(["deps"])
 
     def parse(self) -> Manifest:
         """Parse once (partial parsing stays on); every later command reuses the result.

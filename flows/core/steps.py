@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, StepResult
+from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, StepResult, combined
 from flows.core.freshness import (
     fresher_sources, gate_selectors, parse_fingerprint, raise_if_stale, read_report, sources_with_freshness,
     sources_without_freshness,
@@ -46,10 +46,7 @@ def _checked(step: str, result: StepResult) -> StepResult:
 
 
 def dbt_deps(run: ProductionRun) -> StepResult:
-    project = run.live.project_dir
-    if not any((project / name).exists() for name in ("packages.yml", "dependencies.yml")):
-        return StepResult.skipped("deps", "the project has no packages")
-    return _checked("dbt deps", run.live.run(["deps"]))
+    return _checked("dbt deps", run.live.install_packages())
 
 
 def source_freshness(run: ProductionRun) -> StepResult:
@@ -247,8 +244,7 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
             "snapshot", *_selection(run, model_snapshots, "resource_type:snapshot"),
             "--defer", "--favor-state", "--defer-state", str(run.build.as_state()),
         ])
-        result.nodes += taken.nodes
-        result.seconds += taken.seconds
+        result = combined(result, taken)
     return result
 
 

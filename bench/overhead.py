@@ -8,6 +8,7 @@ landed warehouse and an empty target dir, so each one parses from scratch and bu
 everything. Variants alternate A/B/C per round so drifting machine load hits all alike.
 
   plain   the dbt CLI, one process per command
+  single  the floor: `dbt deps` and then one plain `dbt build` of everything (no freshness, no docs)
   ours    `python -m flows.production --environment local --no-publish` (subprocess); on this
           blue-green environment it builds and tests a version and keeps it unpublished
   runner  prefect-dbt's PrefectDbtRunner in a flow, one task run per node (subprocess)
@@ -39,7 +40,7 @@ import _report  # noqa: E402
 from generate_project import generate_project, write_profiles  # noqa: E402
 
 REPO = HERE.parent
-VARIANTS = ("plain", "ours", "runner")
+VARIANTS = ("plain", "single", "ours", "runner")
 
 
 @dataclass
@@ -107,6 +108,23 @@ class OverheadBench:
         return Sample("plain", round_, seconds, peak, nodes, load, ok,
                       self._startup(launched, target / "logs" / "dbt.log", None))
 
+    def single(self, round_: int) -> Sample:
+        """One `dbt build`: what the whole run would cost with no orchestration at all."""
+        home = self._fresh(f"single-{round_}")
+        profiles, target = home / "profiles", home / "target"
+        write_profiles(profiles, home / "warehouse.duckdb")
+        log = self.logs / f"single-{round_}.log"
+        load, peak, ok = h.load_average(), 0, True
+        launched, started = time.time(), time.perf_counter()
+        for command in (["deps"], ["build", "--target-path", str(target)]):
+            argv = [h.dbt_executable(), *command, "--project-dir", str(self.project), "--profiles-dir",
+                    str(profiles), "--log-path", str(target / "logs")]
+            measured = h.run_measured(argv, self.env, home, log)
+            peak, ok = max(peak, measured.peak_rss), ok and measured.returncode == 0
+        seconds = time.perf_counter() - started
+        return Sample("single", round_, seconds, peak, _count_results(target / "run_results.json"), load, ok,
+                      self._startup(launched, target / "logs" / "dbt.log", None))
+
     def ours(self, round_: int) -> Sample:
         home = self._fresh(f"ours-{round_}")
         log = self.logs / f"ours-{round_}.log"
@@ -139,15 +157,17 @@ def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namesp
     by_variant = {v: [s for s in samples if s.variant == v] for v in VARIANTS if any(s.variant == v for s in samples)}
     plain_wall = mean(s.seconds for s in by_variant["plain"])
     plain_rss = max(s.peak_rss for s in by_variant["plain"])
+    single_wall = mean(s.seconds for s in by_variant["single"]) if "single" in by_variant else None
     rows = []
     for variant, runs in by_variant.items():
         wall, rss = mean(s.seconds for s in runs), max(s.peak_rss for s in runs)
         rows.append([variant, " / ".join(_report.seconds(s.seconds) for s in runs), _report.seconds(wall),
-                     f"{wall / plain_wall:.2f}", _report.mib(rss), f"{rss / plain_rss:.2f}",
+                     f"{wall / plain_wall:.2f}", f"{wall / single_wall:.2f}" if single_wall else "–",
+                     _report.mib(rss), f"{rss / plain_rss:.2f}",
                      " / ".join(str(s.nodes_run) for s in runs), " / ".join(s.load.split()[0] for s in runs),
                      "yes" if all(s.ok for s in runs) else "**NO**"])
     main_table = _report.table(
-        ["variant", "wall per round (s)", "mean wall (s)", "÷ plain", "peak RSS (MiB)", "÷ plain",
+        ["variant", "wall per round (s)", "mean wall (s)", "÷ plain", "÷ single build", "peak RSS (MiB)", "÷ plain",
          "nodes run", "1-min load at start", "succeeded"], rows)
     startup_rows = []
     for sample in samples:
@@ -169,9 +189,11 @@ def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namesp
 1-min/5-min/15-min load average: {loads[0]} before, {loads[1]} after.
 
 Project: {counts['total']} nodes ({counts['model']} models, {counts['test']} tests, {counts['source']} sources,
-{counts['seed']} seed, {counts['snapshot']} snapshot); DuckDB, 4 threads; each round starts from an empty
+{counts['seed']} seed, {counts['snapshot']} snapshots, {counts.get('unit_test', 0)} unit tests, and exposures, metrics,
+a semantic model, a saved query, an analysis and hooks, which dbt does not build); DuckDB, 4 threads; each round starts from an empty
 target dir and a fresh copy of the landed warehouse, so every variant parses fully and builds everything.
-Rounds alternate plain / ours / runner.
+Rounds alternate plain / single / ours / runner. `single` checks no freshness and writes no docs: it is
+the floor a run of the same nodes cannot go below without skipping work.
 
 {main_table}
 
@@ -193,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     h.add_common_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here (default: a temp dir)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,ours,runner")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,single,ours,runner")
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="before each sample, wait (up to --max-wait s) for the 1-min load to drop below this")
     parser.add_argument("--max-wait", type=float, default=0, help="seconds to wait for a quiet machine (0: never)")

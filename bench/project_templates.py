@@ -137,6 +137,11 @@ def _model_yaml(name: str, description: str, tests: int) -> list[str]:
     return lines
 
 
+# Real projects configure freshness on few sources (a public 1,058-model project: 12 of its 58), so
+# only every fifth table here has it (the first always); the gate dates the others by their signal.
+FRESHNESS_EVERY = 5
+
+
 def staging_yaml(tables: list[str], models: list[tuple[str, str, int]]) -> str:
     lines = [
         "version: 2",
@@ -145,16 +150,19 @@ def staging_yaml(tables: list[str], models: list[tuple[str, str, int]]) -> str:
         f"  - name: {SOURCE_NAME}",
         f"    schema: {SOURCE_SCHEMA}",
         "    description: \"Raw tables landed by bench/generate_project.py\"",
-        "    config:",
-        "      loaded_at_field: _loaded_at",
-        "      freshness:",
-        "        warn_after: {count: 24, period: hour}",
-        "        error_after: {count: 72, period: hour}",
         "    tables:",
     ]
-    for table in tables:
+    for index, table in enumerate(tables):
+        lines.append(f"      - name: {table}")
+        if index % FRESHNESS_EVERY == 0:
+            lines += [
+                "        config:",
+                "          loaded_at_field: _loaded_at",
+                "          freshness:",
+                "            warn_after: {count: 24, period: hour}",
+                "            error_after: {count: 72, period: hour}",
+            ]
         lines += [
-            f"      - name: {table}",
             "        columns:",
             "          - name: id",
             "            data_tests:",

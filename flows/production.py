@@ -74,8 +74,8 @@ def source_freshness(run):
 
 
 @task(name="freshness gate", cache_policy=NO_CACHE)
-def freshness_gate(run, selection, freshness_checked: bool) -> Plan:
-    return _journaled_plan(run, lambda: steps.apply_gate(run, selection, freshness_checked))
+def freshness_gate(run, selection) -> Plan:
+    return _journaled_plan(run, lambda: steps.apply_gate(run, selection))
 
 
 @_step("source tests")
@@ -209,8 +209,8 @@ def _report(report, docs_url: Optional[str] = None) -> None:
 def _run_book(run: ProductionRun) -> None:
     dbt_deps(run)
     selection = parse_and_select(run)
-    freshness = source_freshness(run)
-    plan = freshness_gate(run, selection, not freshness.skipped_reason if freshness else True)
+    source_freshness(run)
+    plan = freshness_gate(run, selection)
     if plan.is_empty():
         run.report.outcome = "nothing to rebuild"
         return

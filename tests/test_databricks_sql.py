@@ -276,3 +276,31 @@ def test_a_failed_statement_stops_later_phases_and_names_itself():
         ])
     ran = [s for _, _, batch in warehouse.batches for s in batch]
     assert ran == [dialect.point_view(Relation("analytics", "a"), Relation(NEW, "a"), exists=True)]
+
+
+def test_source_signals_are_one_information_schema_query_per_catalog_read_as_dbt_databricks_does():
+    """Sources without freshness: `last_altered` (what dbt-databricks' metadata freshness reads), one
+    query per catalog, names folded; a source the catalog does not list, or in the Hive metastore, has none."""
+    from flows.core.source_signals import SourceTable, databricks_signal_sql, read_signals
+
+    sources = [SourceTable("source.p.raw.Orders", "raw.Orders", "lakehouse", "Raw", "Orders", "`lakehouse`.`raw`.`orders`"),
+               SourceTable("source.p.raw.gone", "raw.gone", "lakehouse", "raw", "gone", "`lakehouse`.`raw`.`gone`"),
+               SourceTable("source.p.crm.accounts", "crm.accounts", "sales", "crm", "accounts", "`sales`.`crm`.`accounts`"),
+               SourceTable("source.p.old.legacy", "old.legacy", "hive_metastore", "old", "legacy", "`old`.`legacy`")]
+    sql = databricks_signal_sql("lakehouse", sources[:2])
+    tree = assert_round_trips(sql)
+    assert tree.find(exp.Table).name == "tables" and "'raw'" in sql and "'orders'" in sql and "Orders" not in sql
+
+    class Catalogs(CannedDatabricks):
+        def query(self, sql: str) -> list[tuple]:
+            self.queries.append(sql)
+            tree = assert_round_trips(sql)
+            catalog = tree.find(exp.Table).catalog
+            return {"lakehouse": [("raw", "orders", "2026-12-01 02:00:00")],
+                    "sales": [("crm", "accounts", "2026-11-30 23:00:00")]}[catalog]
+
+    warehouse = Catalogs()
+    signals = read_signals(warehouse, sources)
+    assert signals == {"source.p.raw.Orders": "last_altered=2026-12-01 02:00:00", "source.p.raw.gone": None,
+                       "source.p.crm.accounts": "last_altered=2026-11-30 23:00:00", "source.p.old.legacy": None}
+    assert len(warehouse.queries) == 2  # one per Unity Catalog catalog; the Hive metastore is not asked

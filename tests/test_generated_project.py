@@ -99,6 +99,17 @@ def test_a_gated_run_after_one_source_lands_rebuilds_only_its_downstream(full_ru
     expected = {u for u in _downstream(manifest, f"source.bench.raw.{source}")
                 if manifest["nodes"][u]["config"]["materialized"] != "ephemeral"}
     assert expected and _built(home) == expected
+    assert source not in summary["sources"][::5], "this source should configure no freshness: its signal is what changed"
+
+
+def test_a_night_with_nothing_landed_rebuilds_nothing_though_most_sources_configure_no_freshness(full_run):
+    summary, home = full_run
+    signals = _latest(home, "source_signals.json")
+    assert len(signals) == len(summary["sources"]) - len(summary["sources"][::5]) and all(signals.values())
+    built_before = _latest(home, "run_results.json")
+    state = production_run(environment="local", project_dir=summary["project_dir"], return_state=True)
+    assert state.is_completed() and state.message == "nothing to rebuild", state.message
+    assert _latest(home, "run_results.json") == built_before
 
 
 def test_slim_ci_of_a_one_model_change(full_run, tmp_path):

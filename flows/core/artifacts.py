@@ -47,6 +47,7 @@ class RunReport:
     steps: list[StepRecord] = field(default_factory=list)
     results: list[StepResult] = field(default_factory=list)
     freshness: list[SourceFreshness] = field(default_factory=list)
+    undatable: list[str] = field(default_factory=list)  # sources with no freshness and no change signal
     regressions: list[Regression] = field(default_factory=list)
     audit: list = field(default_factory=list)
     versions: list[dict] = field(default_factory=list)
@@ -114,6 +115,9 @@ def summary_markdown(report: RunReport) -> str:
             ["source", "status", "age", "max loaded at"],
             [[f.source, f.outcome, f.age, f.max_loaded_at or ""] for f in report.freshness],
         ))
+    if report.undatable:
+        parts.append("Sources with no freshness configured and no change signal (what reads them is always "
+                     "rebuilt): " + ", ".join(f"`{name}`" for name in report.undatable))
     if report.failures:
         parts.append("## Failures\n" + failures_markdown(report))
     if report.regressions:

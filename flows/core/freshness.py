@@ -3,14 +3,16 @@
 The gate builds only `source_status:fresher+` together with `state:modified+` against
 the previous run's state, so a changed model, seed or config is never skipped and a
 node that reads from no source rebuilds only when its code changes. Sources with no
-freshness configured cannot say whether they got fresher; everything downstream of
-them is rebuilt every run rather than silently skipped.
+freshness configured cannot say whether they got fresher: the gate reads a change signal
+for each of them (source_signals.py) and rebuilds downstream of those that changed since the
+last published build, or that no signal can date.
 
-The common nightly answer is "nothing": no source is fresher and the code did not change.
-That is decided here without dbt when it can be proven: every source's max_loaded_at is no
-newer than last time, and the project's parse fingerprint (what dbt's own partial parsing
-keys on: every file's checksum, vars, env vars, profile and versions) matches the one saved
-with the previous state, so `state:modified` cannot match anything. Any doubt goes to dbt.
+The common nightly answer is "nothing": no source is fresher or changed, and the code did not
+change. That is decided here without dbt when it can be proven: every source's max_loaded_at is
+no newer than last time, every other source's signal equals last time's, and the project's parse
+fingerprint (what dbt's own partial parsing keys on: every file's checksum, vars, env vars,
+profile and versions) matches the one saved with the previous state, so `state:modified` cannot
+match anything. Any doubt goes to dbt.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from dbt.contracts.graph.manifest import Manifest
 from flows.core.dbt import NodeResult
 from flows.errors import RunFailure, cause_line
 
-GATE_SELECTORS = ["source_status:fresher+", "state:modified+"]
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,9 @@ def sources_with_freshness(manifest: Manifest) -> set[str]:
 
 
 def sources_without_freshness(manifest: Manifest) -> list[str]:
+    """The sources dbt cannot date (unique_ids): the gate reads a change signal for them instead."""
     checked = sources_with_freshness(manifest)
-    return sorted(
-        f"source:{s.source_name}.{s.name}" for u, s in manifest.sources.items() if u not in checked
-    )
+    return sorted(unique_id for unique_id in manifest.sources if unique_id not in checked)
 
 
 def seed_loaded_sources(manifest: Manifest) -> dict[str, str]:
@@ -141,8 +141,16 @@ def raise_if_stale(report: list[SourceFreshness]) -> list[SourceFreshness]:
     return [r for r in report if r.status == "warn" or r.not_checked]
 
 
-def gate_selectors(manifest: Manifest) -> list[str]:
-    return GATE_SELECTORS + [f"{s}+" for s in sources_without_freshness(manifest)]
+def gate_selectors(manifest: Manifest, rebuild: Iterable[str]) -> list[str]:
+    """What the gate builds: downstream of changed code, of fresher sources, and of each source
+    in `rebuild` (those without freshness whose signal changed, or that nothing can date)."""
+    selectors = ["state:modified+"]
+    if sources_with_freshness(manifest):
+        selectors.insert(0, "source_status:fresher+")
+    for unique_id in sorted(rebuild):
+        source = manifest.sources[unique_id]
+        selectors.append(f"source:{source.source_name}.{source.name}+")
+    return selectors
 
 
 def parse_fingerprint(manifest: Manifest) -> str:

@@ -27,7 +27,9 @@ from blocks.environment import DbtEnvironment
 from blocks.local import local_paths
 
 # parse_fingerprint.json: see flows/core/freshness.py
-STATE_FILES = ("manifest.json", "sources.json", "run_results.json", "parse_fingerprint.json")
+FINGERPRINT_FILE = "parse_fingerprint.json"  # the parse fingerprint the gate compares (freshness.py)
+SIGNALS_FILE = "source_signals.json"  # the change signals of sources without freshness (source_signals.py)
+STATE_FILES = ("manifest.json", "sources.json", "run_results.json", FINGERPRINT_FILE, SIGNALS_FILE)
 TIMING_HISTORY = 10
 
 

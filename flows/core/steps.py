@@ -20,6 +20,9 @@ from flows.core.freshness import (
 )
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
+from flows.core.source_signals import changed_sources, read_signals, source_tables
+from flows.core.state_store import FINGERPRINT_FILE, SIGNALS_FILE
+from flows.core.warehouse import warehouse_for
 from flows.errors import RunFailure, cause_line
 
 
@@ -89,23 +92,26 @@ def parse_and_select(run: ProductionRun) -> Selection:
     return Selection(candidates)
 
 
-def apply_gate(run: ProductionRun, selection: Selection, freshness_checked: bool) -> Plan:
-    """Narrow the selection to what is downstream of fresher sources or changed code, split into layers."""
+def apply_gate(run: ProductionRun, selection: Selection) -> Plan:
+    """Narrow the selection to what is downstream of fresher or changed sources, or changed code,
+    split into layers."""
     logger = get_run_logger()
     manifest = run.live.manifest
     candidates = set(selection.candidates)
-    gate_reason = _gate_off_reason(run, freshness_checked)
+    rebuild = _changed_undated_sources(run)
+    gate_reason = _gate_off_reason(run)
     if gate_reason:
         logger.info("Freshness gate off: %s.", gate_reason)
-    elif _provably_nothing_new(run):
-        logger.info("Freshness gate: no source is fresher and the project is unchanged since the last build.")
+    elif _provably_nothing_new(run, rebuild):
+        logger.info("Freshness gate: no source is fresher or changed, and the project is unchanged since the last build.")
         candidates = set()
     else:
         state_dir = run.run_dir / "previous-state"
         run.store.fetch_latest(state_dir, ("manifest.json", "sources.json"))
-        gated = run.live.list_ids(gate_selectors(manifest), None, BUILDABLE_TYPES, extra=["--state", str(state_dir)])
-        logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher sources or changed.",
-                    len(candidates & gated), len(candidates))
+        gated = run.live.list_ids(gate_selectors(manifest, rebuild), None, BUILDABLE_TYPES,
+                                  extra=["--state", str(state_dir)])
+        logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher or changed sources, "
+                    "or changed.", len(candidates & gated), len(candidates))
         candidates &= gated
     layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE_TYPES) if candidates else set())
               for layer in run.options.layers]
@@ -116,31 +122,49 @@ def apply_gate(run: ProductionRun, selection: Selection, freshness_checked: bool
     return plan
 
 
-FINGERPRINT_FILE = "parse_fingerprint.json"
+def _changed_undated_sources(run: ProductionRun) -> set[str]:
+    """The sources without freshness that changed since the last published build, or that no signal
+    can date. Their signals now are kept in the journal, for save_state to store with this build."""
+    logger = get_run_logger()
+    manifest = run.live.manifest
+    undated = source_tables(manifest, sources_without_freshness(manifest))
+    signals = read_signals(warehouse_for(run.environment), undated)
+    run.journal.data["source_signals"] = signals
+    run.report.undatable = sorted(t.name for t in undated if signals.get(t.unique_id) is None)
+    if run.report.undatable:
+        logger.info("%d source(s) configure no freshness and give no change signal, so what reads them is "
+                    "rebuilt: %s.", len(run.report.undatable), ", ".join(run.report.undatable[:20]))
+    previous = run.store.read_json(f"latest/{SIGNALS_FILE}", default={}) if run.store.has_state() else {}
+    changed = changed_sources(signals, previous)
+    dated_changes = sorted(t.name for t in undated if t.unique_id in changed and signals.get(t.unique_id))
+    if dated_changes:
+        logger.info("Changed since the last build (no freshness configured, their signal changed): %s.",
+                    ", ".join(dated_changes[:20]))
+    return changed
 
 
-def _provably_nothing_new(run: ProductionRun) -> bool:
+def _provably_nothing_new(run: ProductionRun, rebuild: set[str]) -> bool:
     """The gate's answer is "nothing", decided without loading the previous manifest (see freshness.py)."""
     manifest = run.live.manifest
-    if sources_without_freshness(manifest):
-        return False  # always rebuilt downstream
+    if rebuild:
+        return False
     saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
     if saved.get("fingerprint") != parse_fingerprint(manifest):
         return False
+    if not sources_with_freshness(manifest):
+        return True
     previous = run.store.read_json("latest/sources.json")
     return fresher_sources(run.live.artifact("sources.json"), previous) == set()
 
 
-def _gate_off_reason(run: ProductionRun, freshness_checked: bool) -> str:
+def _gate_off_reason(run: ProductionRun) -> str:
     if not run.options.freshness_gate:
         return "freshness_gate=False"
     if run.options.full_refresh:
         return "full_refresh bypasses it"
-    if not freshness_checked:
-        return "no source freshness to compare"
     if not run.store.has_state():
         return "no previous state yet, so everything is built"
-    if not run.store.exists("latest/sources.json"):
+    if sources_with_freshness(run.live.manifest) and not run.store.exists("latest/sources.json"):
         return "the previous run saved no sources.json"
     return ""
 
@@ -281,6 +305,9 @@ def save_state(run: ProductionRun) -> Path:
     fingerprint = run.run_dir / FINGERPRINT_FILE
     fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.manifest)}))
     files[FINGERPRINT_FILE] = fingerprint
+    signals = run.run_dir / SIGNALS_FILE  # read before the build by the gate: what this build saw
+    signals.write_text(json.dumps(run.journal.data.get("source_signals", {}), sort_keys=True))
+    files[SIGNALS_FILE] = signals
     run.store.stage_run(run.run_id, files)
     return merged
 

@@ -319,14 +319,22 @@ def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehous
 def test_a_source_without_loaded_at_field_is_dated_only_where_the_adapter_reads_table_metadata():
     from types import SimpleNamespace as NS
 
-    from flows.core.freshness import sources_with_freshness
+    from flows.core.freshness import sources_with_freshness, undatable_sources
 
     threshold = NS(warn_after=NS(count=12), error_after=NS(count=None))
     sources = {"source.p.s.by_metadata": NS(freshness=threshold, loaded_at_field=None, loaded_at_query=None),
                "source.p.s.no_threshold": NS(freshness=None, loaded_at_field="at", loaded_at_query=None)}
 
+    for source in sources.values():
+        source.source_name, source.name = "s", "table"
+
+    def manifest(adapter: str):
+        return NS(metadata=NS(adapter_type=adapter), sources=sources)
+
     def dated(adapter: str) -> set[str]:
-        return sources_with_freshness(NS(metadata=NS(adapter_type=adapter), sources=sources))
+        return sources_with_freshness(manifest(adapter))
 
     assert dated("databricks") == {"source.p.s.by_metadata"}  # dbt dates it from the table's last change
     assert dated("duckdb") == set()  # dbt cannot date it: it stays "without freshness", always rebuilt
+    assert undatable_sources(manifest("duckdb")) == ["s.table"]  # named in the run's warning
+    assert undatable_sources(manifest("databricks")) == []

@@ -78,6 +78,16 @@ def sources_with_freshness(manifest: Manifest) -> set[str]:
     }
 
 
+def undatable_sources(manifest: Manifest) -> list[str]:
+    """Sources that set a freshness threshold dbt cannot check here (no loaded_at_field or
+    loaded_at_query, on an adapter that does not read table metadata)."""
+    dated = sources_with_freshness(manifest)
+    return sorted(
+        f"{s.source_name}.{s.name}" for u, s in manifest.sources.items()
+        if u not in dated and s.freshness and (s.freshness.warn_after.count or s.freshness.error_after.count)
+    )
+
+
 @lru_cache(maxsize=None)
 def adapter_dates_from_metadata(adapter_type: Optional[str]) -> bool:
     """Whether dbt dates a source without loaded_at_field from table metadata on this adapter."""

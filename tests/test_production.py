@@ -269,3 +269,72 @@ def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehou
     assert run() == {"model.gated.people", "model.gated.people_count"}
     assert _query(lakehouse_home, "select tag from main.people") == [("x",)]
     assert run() == set()
+
+
+# --- a source dated by loaded_at_query is gated like one with loaded_at_field ---------------------
+
+QUERY_DATED_PROJECT = {
+    "dbt_project.yml": """
+        name: query_dated
+        version: "1.0"
+        profile: query_dated
+    """,
+    "models/_sources.yml": """
+        version: 2
+        sources:
+          - name: landing
+            schema: landing
+            config: {freshness: {warn_after: {count: 100, period: day}}}
+            tables:
+              - name: events
+                config: {loaded_at_query: "select max(received_at) from landing.events"}
+              - name: labels
+                config: {loaded_at_query: "select max(received_at) from landing.labels"}
+    """,
+    "models/events_daily.sql": "select count(*) as events from {{ source('landing', 'events') }}",
+    "models/labels_named.sql": "select label from {{ source('landing', 'labels') }}",
+}
+
+
+def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehouse_home, tmp_path, caplog):
+    project = _write_project(tmp_path / "query_dated", QUERY_DATED_PROJECT)
+    with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
+        connection.execute("create schema landing")
+        connection.execute("create table landing.events as select 1 as event_id, now() - interval 1 hour as received_at")
+        connection.execute("create table landing.labels as select 'a' as label, now() - interval 1 hour as received_at")
+
+    def run() -> set[str]:
+        state = production_run(environment="local", project_dir=str(project), return_state=True)
+        assert state.is_completed(), state.message
+        return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
+
+    assert run() == {"model.query_dated.events_daily", "model.query_dated.labels_named"}
+    assert run() == set()  # both sources dated and not fresher: nothing downstream is rebuilt
+    with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
+        connection.execute("insert into landing.events select 2, now()")
+    assert run() == {"model.query_dated.events_daily"}
+    assert _query(lakehouse_home, "select events from main.events_daily") == [(2,)]
+
+
+def test_a_source_without_loaded_at_field_is_dated_only_where_the_adapter_reads_table_metadata():
+    from types import SimpleNamespace as NS
+
+    from flows.core.freshness import sources_with_freshness, undatable_sources
+
+    threshold = NS(warn_after=NS(count=12), error_after=NS(count=None))
+    sources = {"source.p.s.by_metadata": NS(freshness=threshold, loaded_at_field=None, loaded_at_query=None),
+               "source.p.s.no_threshold": NS(freshness=None, loaded_at_field="at", loaded_at_query=None)}
+
+    for source in sources.values():
+        source.source_name, source.name = "s", "table"
+
+    def manifest(adapter: str):
+        return NS(metadata=NS(adapter_type=adapter), sources=sources)
+
+    def dated(adapter: str) -> set[str]:
+        return sources_with_freshness(manifest(adapter))
+
+    assert dated("databricks") == {"source.p.s.by_metadata"}  # dbt dates it from the table's last change
+    assert dated("duckdb") == set()  # dbt cannot date it: it stays "without freshness", always rebuilt
+    assert undatable_sources(manifest("duckdb")) == ["s.table"]  # named in the run's warning
+    assert undatable_sources(manifest("databricks")) == []

@@ -180,3 +180,29 @@ def test_a_failing_test_fails_the_check_and_is_reported(prod_home, tmp_path):
     failures = Artifact.get("dbt-local-slim-ci-pr-9").data.split("## Failures")[1]
     assert "not_null_stg_customers_customer_id" in failures and "compiled SQL" in failures
     assert prod_fingerprint(prod_home / "warehouse.duckdb") == before
+
+
+EPHEMERAL_PROJECT = {
+    "dbt_project.yml": "name: inlined\nversion: '1.0'\nprofile: inlined\n",
+    "models/base_items.sql": "{{ config(materialized='table') }} select 1 as id union all select 2",
+    "models/items_clean.sql": "{{ config(materialized='ephemeral') }} select id from {{ ref('base_items') }} where id > 0",
+    "models/items_report.sql": "{{ config(materialized='table') }} select count(*) as items from {{ ref('items_clean') }}",
+}
+
+
+def test_a_changed_ephemeral_model_is_reported_changed_and_its_parents_deferred(lakehouse_home, tmp_path):
+    project = tmp_path / "inlined"
+    for name, text in EPHEMERAL_PROJECT.items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    state = production_run(environment="local", project_dir=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    (project / "models" / "items_clean.sql").write_text(EPHEMERAL_PROJECT["models/items_clean.sql"].replace("> 0", "> 1"))
+    outcome = slim_ci(pr_number=PR, environment="local", base_environment="local", project_dir=str(project))
+    assert outcome.startswith("passed: 1 built, 1 deferred")  # items_report built; base_items deferred
+    report = Artifact.get(f"dbt-local-slim-ci-pr-{PR}").data
+    changed, deferred = report.split("## Changed")[1].split("## Built downstream")[0], report.split("## Deferred")[1]
+    assert "items_clean" in changed and "ephemeral" in changed
+    assert "base_items" in deferred and '"main"."base_items"' in deferred
+    assert "items_clean" not in deferred and "not in the base state" not in report
+    assert _sql(lakehouse_home / "warehouse.duckdb", f"select items from {pr_schema('main', PR)}.items_report") == [(1,)]

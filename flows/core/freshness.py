@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Iterable, Optional
 
@@ -66,11 +67,41 @@ class StaleSources(RunFailure):
 
 
 def sources_with_freshness(manifest: Manifest) -> set[str]:
+    """Sources dbt can date: a threshold, and a way to date them, as `dbt source freshness` decides:
+    a loaded_at_query, a loaded_at_field, or else the warehouse's table metadata where the adapter
+    reads it (Databricks does; DuckDB does not, so there such a source stays undated)."""
+    metadata = adapter_dates_from_metadata(manifest.metadata.adapter_type)
     return {
         unique_id for unique_id, source in manifest.sources.items()
-        if source.loaded_at_field and source.freshness
+        if source.freshness
         and (source.freshness.warn_after.count or source.freshness.error_after.count)
+        and (source.loaded_at_query or source.loaded_at_field or metadata)
     }
+
+
+def undatable_sources(manifest: Manifest) -> list[str]:
+    """Sources that set a freshness threshold dbt cannot check here (no loaded_at_field or
+    loaded_at_query, on an adapter that does not read table metadata)."""
+    dated = sources_with_freshness(manifest)
+    return sorted(
+        f"{s.source_name}.{s.name}" for u, s in manifest.sources.items()
+        if u not in dated and s.freshness and (s.freshness.warn_after.count or s.freshness.error_after.count)
+    )
+
+
+@lru_cache(maxsize=None)
+def adapter_dates_from_metadata(adapter_type: Optional[str]) -> bool:
+    """Whether dbt dates a source without loaded_at_field from table metadata on this adapter."""
+    if not adapter_type:
+        return False
+    from dbt.adapters.capability import Capability
+    from dbt.adapters.factory import get_adapter_class_by_name, load_plugin
+
+    try:
+        load_plugin(adapter_type)  # idempotent; a manifest read from disk may name an adapter not yet loaded
+        return bool(get_adapter_class_by_name(adapter_type).capabilities()[Capability.TableLastModifiedMetadata])
+    except Exception:  # an adapter that is not installed cannot date anything here
+        return False
 
 
 def sources_without_freshness(manifest: Manifest) -> list[str]:

@@ -136,6 +136,9 @@ def plan(session: CiSession) -> CiPlan:
     return CiPlan("full", changed, ["build", "--exclude", *exclude], left_out=left_out)
 
 
+EPHEMERAL = "ephemeral"  # the status of a changed ephemeral model: nothing is built for it
+
+
 @dataclass
 class CiNode:
     unique_id: str
@@ -165,7 +168,7 @@ class CiReport:
 
     @property
     def outcome(self) -> str:
-        built = len(self.of_role("changed")) + len(self.of_role("downstream"))
+        built = len([n for n in self.of_role("changed") + self.of_role("downstream") if n.status != EPHEMERAL])
         verdict = f"failed ({len(self.failures)} failing nodes)" if self.failures else "passed"
         return f"{verdict}: {built} built, {len(self.of_role('deferred'))} deferred, in {self.schema}"
 
@@ -173,6 +176,27 @@ class CiReport:
 def _parents(manifest, unique_id: str) -> list[str]:
     node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
     return list(getattr(getattr(node, "depends_on", None), "nodes", []) or [])
+
+
+def _ephemeral(manifest, unique_id: str) -> bool:
+    node = manifest.nodes.get(unique_id)
+    return node is not None and node.resource_type.value == "model" and node.config.materialized == "ephemeral"
+
+
+def _relation_parents(manifest, unique_id: str) -> set[str]:
+    """The parents a node reads as relations: an ephemeral parent is inlined into its SQL, so what
+    is read (and deferred) is that parent's own parents."""
+    found, stack, seen = set(), _parents(manifest, unique_id), set()
+    while stack:
+        parent = stack.pop()
+        if parent in seen:
+            continue
+        seen.add(parent)
+        if _ephemeral(manifest, parent):
+            stack.extend(_parents(manifest, parent))
+        else:
+            found.add(parent)
+    return found
 
 
 def _tested_node(manifest, unique_id: str) -> Optional[str]:
@@ -193,9 +217,13 @@ def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_mani
     for n in built:
         role = "changed" if n.unique_id in ci_plan.changed and ci_plan.mode == "slim" else "downstream"
         nodes[n.unique_id] = CiNode(n.unique_id, n.name, n.resource_type, role, n.status, n.relation or "")
+    for unique_id in sorted(ci_plan.changed - nodes.keys()):
+        if ci_plan.mode == "slim" and _ephemeral(manifest, unique_id):  # dbt runs no node for it: it is inlined
+            node = manifest.nodes[unique_id]
+            nodes[unique_id] = CiNode(unique_id, node.name, "model", "changed", EPHEMERAL, "(inlined into its children)")
     if ci_plan.mode == "slim":
         base_nodes = (base_manifest or {}).get("nodes", {})
-        for parent in sorted({p for n in [*built, *tests] for p in _parents(manifest, n.unique_id)}):
+        for parent in sorted({p for n in [*built, *tests] for p in _relation_parents(manifest, n.unique_id)}):
             if parent in nodes or parent in by_id or parent not in manifest.nodes:
                 continue  # built here, or a source (sources are read where they are)
             node = manifest.nodes[parent]

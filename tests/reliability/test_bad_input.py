@@ -8,7 +8,6 @@ version was started, and the failed flow run's journal shows no dbt step past `d
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import yaml
 
 from blocks.environment import DbtEnvironment, UnknownEnvironment, UnsafeIdentifier, load_environment
 from blocks.profile import rendered_profile
+from deployments import config_check
+from flows import slim_ci
 from flows.blue_green import prune_versions, rollback
 from flows.core.versions import VersionError
 from flows.production import main as production_main, production_run
@@ -180,17 +181,8 @@ def test_unsafe_schema_names_are_refused(untouched, schema):
 
 # --- slim CI pull-request numbers ------------------------------------------------------------
 
-def _slim_ci():
-    if importlib.util.find_spec("flows.slim_ci") is None:
-        pytest.skip("flows/slim_ci.py is not there yet (another engineer is writing it)")
-    import flows.slim_ci
-
-    return flows.slim_ci
-
-
 @pytest.mark.parametrize("pr_number", [0, -7, "seven", 1.5])
 def test_pr_number_must_be_a_positive_integer(home, untouched, pr_number):
-    slim_ci = _slim_ci()
     for flow_function in (slim_ci.slim_ci, slim_ci.drop_ci_schema):
         state = flow_function(pr_number=pr_number, environment="local", return_state=True)
         _failed(state, "pr_number")
@@ -198,7 +190,6 @@ def test_pr_number_must_be_a_positive_integer(home, untouched, pr_number):
 
 @pytest.mark.parametrize("text", ["0", "-3", "seven"])
 def test_pr_number_on_the_command_line(untouched, capsys, text):
-    slim_ci = _slim_ci()
     with pytest.raises(SystemExit) as exit_:
         slim_ci.main(["--pr-number", text, "--environment", "local"])
     assert exit_.value.code == 2 and "positive integer" in capsys.readouterr().err
@@ -213,17 +204,8 @@ def test_rollback_to_an_unknown_version_lists_those_that_exist(home, untouched):
     assert all(version in message for version, status in live.items() if status == "published")
 
 
-def _config_check():
-    if importlib.util.find_spec("deployments.config_check") is None:
-        pytest.skip("deployments/config_check.py is not there yet (another engineer is writing it)")
-    from deployments import config_check
-
-    return config_check
-
-
 @pytest.mark.parametrize("cron", ["61 * * * *", "0 2 * *", "every night"])
 def test_malformed_cron_is_caught_by_the_config_check(tmp_path, capsys, cron):
-    config_check = _config_check()
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     scheduled = [d for d in spec["deployments"] if d.get("schedules")]
     assert scheduled, "prefect.yaml has no scheduled deployment to break"

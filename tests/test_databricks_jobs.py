@@ -261,7 +261,13 @@ def test_a_run_that_does_not_succeed_fails_the_flow(jobs_api, dev_environment, l
 
 
 def test_bad_commands_fail_before_anything_is_submitted(jobs_api, dev_environment):
-    assert run_flow(commands=["dbt deps", "rm -rf /"]).is_failed() and jobs_api.submitted == []
+    state = run_flow(commands=["dbt deps", "rm -rf /"])
+    assert state.is_failed(), state.message
+    # Refused by parameter validation, naming the bad command (the second one) and the rule it breaks.
+    message = str(state.message)
+    assert "Validation of flow parameters failed" in message, message
+    assert "commands.1" in message and "^dbt" in message, message
+    assert jobs_api.submitted == []
 
 
 @pytest.mark.parametrize("name, environment, reason", [

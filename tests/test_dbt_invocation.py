@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -180,7 +181,33 @@ def test_fail_fast_cancel_skips_duckdb_connections_already_closed():
     import duckdb
     from dbt.adapters.duckdb.environments.local import LocalEnvironment
 
-    _cancel_skips_closed_duckdb_connections()
     closed = duckdb.connect(":memory:")
     closed.close()
-    LocalEnvironment.cancel(SimpleNamespace(handle=closed))
+    with pytest.raises(duckdb.ConnectionException):  # what dbt-duckdb's own cancel runs into
+        closed.cursor().interrupt()
+    _cancel_skips_closed_duckdb_connections()
+    _cancel_skips_closed_duckdb_connections()  # applied once per invocation: it must not stack
+    assert LocalEnvironment.cancel.__func__.skips_closed
+    LocalEnvironment.cancel(SimpleNamespace(handle=closed))  # raises if the patch does not hold
+
+    # An open connection's query is still interrupted (a dbt-duckdb handle's cursor() is the cursor
+    # its node runs on).
+    running = duckdb.connect(":memory:")
+    handle = SimpleNamespace(cursor=lambda: running)
+    outcome: list[BaseException] = []
+
+    def long_query() -> None:
+        try:
+            running.execute("select count(*) from range(10000000000) a, range(1000) b").fetchall()
+        except BaseException as error:  # noqa: BLE001  (the interrupt is what we wait for)
+            outcome.append(error)
+
+    query = threading.Thread(target=long_query)
+    query.start()
+    deadline = time.monotonic() + 30
+    while query.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)  # interrupting before the query started would interrupt nothing
+        LocalEnvironment.cancel(SimpleNamespace(handle=handle))
+        query.join(timeout=1)
+    assert not query.is_alive(), "cancel did not interrupt an open connection's query"
+    assert outcome and "interrupt" in str(outcome[0]).lower(), outcome

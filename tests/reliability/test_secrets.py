@@ -163,6 +163,7 @@ def exercised(canary_environment, fake_workspace, published_template, tmp_path_f
         # 1. render the profile and parse it with the real adapter
         with rendered_profile(canary_environment, BUNDLED_PROJECT) as profile:
             events["profile_text"] = (profile.profiles_dir / "profiles.yml").read_text()
+            events["profile_dir"] = profile.profiles_dir
             target = root / "parse-target"
             result = dbtRunner().invoke([
                 "parse", "--project-dir", str(BUNDLED_PROJECT), "--profiles-dir", str(profile.profiles_dir),
@@ -273,7 +274,10 @@ def test_canary_in_no_file(exercised):
     needle = CANARY.encode()
     home, private_tmp = exercised["home"], exercised["private_tmp"]
     prefect_home = Path(os.environ["PREFECT_HOME"])
-    assert list(home.rglob("*.duckdb")) and list(private_tmp.iterdir()) is not None
+    assert list(home.rglob("*.duckdb")), "the home searched is not the one the runs used"
+    # The rendered profile (the one file that held the token, through env_var) went to the private
+    # temp dir searched here, not to the shared /tmp.
+    assert Path(exercised["profile_dir"]).parent == private_tmp, exercised["profile_dir"]
     leaks = _files_holding([home, private_tmp, prefect_home, *exercised["targets"], BUNDLED_PROJECT / "target"], needle)
     leaks += _files_holding([tempfile.gettempdir()], needle, newer_than=exercised["started"], max_bytes=20_000_000)
     assert not leaks, f"the canary is written in: {leaks}"

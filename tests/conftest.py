@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,29 @@ def prefect_server(tmp_path_factory):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def saved_block(block, name: str):
+    """`block` saved as `name` on the session's server while inside; then the document that held
+    the name before is back, or none is. Other modules find the server's blocks as they left them."""
+    from prefect.client.orchestration import get_client
+
+    block_class = type(block)
+    try:
+        previous = block_class.load(name)
+    except ValueError:  # "Unable to find block document named ..."
+        previous = None
+    block.save(name, overwrite=True)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            previous.save(name, overwrite=True)
+        else:
+            with get_client(sync_client=True) as client:
+                document = client.read_block_document_by_name(name, block_class.get_block_type_slug())
+                client.delete_block_document(document.id)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import nullcontext
 from functools import partial
 from typing import Any, Optional
 
@@ -23,6 +24,7 @@ from prefect_databricks import DatabricksCredentials
 from prefect_databricks.models.jobs import DbtTask
 
 from blocks.environment import BlueGreenSettings, DbtEnvironment
+from conftest import saved_block
 from flows.core.databricks_jobs import (
     DatabricksRunTimedOut, DbtCliCluster, DbtJobRequest, follow_run, submit_payload, submit_run, warehouse_id_of,
 )
@@ -162,7 +164,8 @@ def databricks_environment(**overrides) -> DbtEnvironment:
 
 @pytest.fixture(scope="module")
 def dev_environment(prefect_server) -> None:
-    databricks_environment().save("dev", overwrite=True)  # a real block on the session's server
+    with saved_block(databricks_environment(), "dev"):  # a real block on the session's server
+        yield
 
 
 def run_flow(**parameters):
@@ -275,9 +278,8 @@ def test_bad_commands_fail_before_anything_is_submitted(jobs_api, dev_environmen
     ("local", None, "runs on duckdb"),
 ])
 def test_environments_a_job_must_not_run_in(jobs_api, prefect_server, name, environment, reason):
-    if environment is not None:
-        environment.save(name, overwrite=True)
-    state = run_flow(environment=name)
+    with saved_block(environment, name) if environment is not None else nullcontext():
+        state = run_flow(environment=name)
     assert state.is_failed() and reason in str(state.result(raise_on_failure=False))
     assert jobs_api.submitted == []
 
@@ -303,3 +305,16 @@ def test_submission_is_retried_on_transient_errors_only(jobs_api):
     with pytest.raises(httpx.HTTPStatusError, match="INVALID_PARAMETER_VALUE"):
         asyncio.run(submit_run(credentials, {**payload, "tasks": []}, retry_delay=0))
     assert jobs_api.submit_failures == 0 and len(jobs_api.submitted) == 2  # the 400 was sent once, not retried
+
+
+def test_a_block_saved_for_a_test_leaves_the_name_as_it_found_it(prefect_server):
+    """The blocks this module registers ("dev", "staging") are put back: other modules see the server's own."""
+    name = "saved-block-probe"
+    with saved_block(DatabricksCredentials(databricks_instance=HOST, token="dapi-during"), name):
+        assert DatabricksCredentials.load(name).token.get_secret_value() == "dapi-during"
+    with pytest.raises(ValueError, match="Unable to find block document"):
+        DatabricksCredentials.load(name)  # no document held the name before: none does after
+    with saved_block(DatabricksCredentials(databricks_instance=HOST, token="dapi-before"), name):
+        with saved_block(DatabricksCredentials(databricks_instance=HOST, token="dapi-during"), name):
+            pass
+        assert DatabricksCredentials.load(name).token.get_secret_value() == "dapi-before"

@@ -34,7 +34,7 @@ from blocks.environment import BlueGreenSettings, DbtEnvironment, load_environme
 from blocks.profile import PROFILE_DIR_PREFIX, rendered_profile
 from flows.production import production_run
 
-from conftest import record_timing
+from conftest import record_timing, saved_block
 from .helpers import BUNDLED_PROJECT, copy_home
 
 CANARY = f"dapi-RELIABILITY-CANARY-{uuid.uuid4().hex}"
@@ -111,36 +111,19 @@ def fake_workspace(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def canary_environment(prefect_server, fake_workspace):
-    """The canary registered for real: a credentials block and a Databricks environment referencing it."""
-    from prefect.client.orchestration import get_client
+    """The canary registered for real: a credentials block and a Databricks environment referencing it.
+    Afterwards the server's blocks are as the other test modules expect them."""
     from prefect_databricks import DatabricksCredentials
 
-    saved = {}
-    for block_class, name in ((DbtEnvironment, ENVIRONMENT), (DatabricksCredentials, CREDENTIALS)):
-        try:
-            saved[name] = block_class.load(name)
-        except ValueError:
-            saved[name] = None
-    credentials = DatabricksCredentials(databricks_instance=fake_workspace["host"], token=CANARY)
-    credentials.save(CREDENTIALS, overwrite=True)
-    environment = DbtEnvironment(
-        adapter="databricks", schema_name="analytics", catalog="reliability", threads=2,
-        http_path="/sql/1.0/warehouses/reliability0canary", databricks_credentials=DatabricksCredentials.load(CREDENTIALS),
-        blue_green=BlueGreenSettings(enabled=True), step_timeout_seconds=600,
-    )
-    environment.save(ENVIRONMENT, overwrite=True)
-    yield load_environment(ENVIRONMENT)
-    with get_client(sync_client=True) as client:  # leave the server as the other test modules expect it
-        for name, block in saved.items():
-            if block is not None:
-                block.save(name, overwrite=True)
-        for block_class, name in ((DbtEnvironment, ENVIRONMENT), (DatabricksCredentials, CREDENTIALS)):
-            if saved[name] is None:
-                try:
-                    document = client.read_block_document_by_name(name, block_class.get_block_type_slug())
-                    client.delete_block_document(document.id)
-                except Exception:  # noqa: BLE001
-                    pass
+    with saved_block(DatabricksCredentials(databricks_instance=fake_workspace["host"], token=CANARY), CREDENTIALS):
+        environment = DbtEnvironment(
+            adapter="databricks", schema_name="analytics", catalog="reliability", threads=2,
+            http_path="/sql/1.0/warehouses/reliability0canary",
+            databricks_credentials=DatabricksCredentials.load(CREDENTIALS),
+            blue_green=BlueGreenSettings(enabled=True), step_timeout_seconds=600,
+        )
+        with saved_block(environment, ENVIRONMENT):
+            yield load_environment(ENVIRONMENT)
 
 
 @pytest.fixture(scope="module")

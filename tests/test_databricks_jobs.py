@@ -8,9 +8,11 @@ The flow itself runs for real on the session's Prefect server, with the environm
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from contextlib import nullcontext
 from functools import partial
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import httpx
@@ -284,13 +286,20 @@ def test_environments_a_job_must_not_run_in(jobs_api, prefect_server, name, envi
     assert jobs_api.submitted == []
 
 
-def test_following_rides_out_transient_errors_and_cancels_what_it_gives_up_on(jobs_api):
+def test_following_rides_out_transient_errors_and_cancels_what_it_gives_up_on(jobs_api, monkeypatch):
+    # The follower's clock advances one second per reading, so the wait runs out after a known
+    # number of polls however slow this machine is: 2 failed reads, then 2 RUNNING, then it gives up.
+    import flows.core.databricks_jobs as databricks_jobs
+
+    seconds = itertools.count()
+    monkeypatch.setattr(databricks_jobs, "time", SimpleNamespace(monotonic=lambda: float(next(seconds))))
     credentials = DatabricksCredentials(databricks_instance=HOST, token=TOKEN)
     jobs_api.script, jobs_api.get_failures = [run_body("RUNNING")], 2
     lines: list[str] = []
-    with pytest.raises(DatabricksRunTimedOut, match=RUN_PAGE.replace("?", r"\?")):
-        asyncio.run(follow_run(credentials, RUN_ID, poll_interval=0.01, max_wait=0.3, log=lines.append))
+    with pytest.raises(DatabricksRunTimedOut, match=r"did not finish within 4 s.*" + RUN_PAGE.replace("?", r"\?")):
+        asyncio.run(follow_run(credentials, RUN_ID, poll_interval=0, max_wait=4, log=lines.append))
     assert sum("could not read its state" in line for line in lines) == 2
+    assert jobs_api.gets == 2  # the two RUNNING answers (the 503s are answered before the script)
     assert jobs_api.cancelled == [RUN_ID]
 
 

@@ -9,9 +9,9 @@ itself is stood in for by canned answers: `CannedDatabricks` answers queries by 
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
-import time
 
 import pytest
 import sqlglot
@@ -49,15 +49,19 @@ class CannedDatabricks(DatabricksWarehouse):
     """A DatabricksWarehouse whose SQL warehouse answers are canned, and whose DDL is recorded, not sent."""
 
     def __init__(self, relations: dict[tuple[str, str], str] = {}, schemas: list[str] = [], max_workers: int = 8,
-                 failing: set[str] = frozenset()):
+                 failing: set[str] = frozenset(), rendezvous: dict[int, int] = {}):
         super().__init__(DbtEnvironment(
             adapter="databricks", schema_name="analytics", catalog=CATALOG, http_path="/sql/1.0/warehouses/abc123",
             databricks_credentials=DatabricksCredentials(databricks_instance="dbc-test.cloud.databricks.com",
                                                          token="dapi-test")), max_workers)
         self.relations, self.schemas, self.failing = relations, schemas, failing
         self.queries: list[str] = []
-        self.batches: list[tuple[float, float, list[str]]] = []
+        # (start tick, end tick, statements) per batch: ticks order events, with no clock involved.
+        self.batches: list[tuple[int, int, list[str]]] = []
+        self.ticks = itertools.count()
         self.lock = threading.Lock()
+        # phase -> a barrier its batches must all reach while running: proof they run at once.
+        self.barriers = {phase: threading.Barrier(parties) for phase, parties in rendezvous.items()}
 
     def query(self, sql: str) -> list[tuple]:
         self.queries.append(sql)
@@ -74,14 +78,22 @@ class CannedDatabricks(DatabricksWarehouse):
         raise AssertionError(f"no canned answer for {sql}")
 
     def _execute(self, statements) -> None:
-        started = time.monotonic()
-        time.sleep(0.05)  # long enough for concurrent batches to overlap
+        with self.lock:
+            started = next(self.ticks)
+        barrier = self.barriers.get(phase_of(statements[0]))
+        if barrier is not None:
+            barrier.wait(timeout=60)  # BrokenBarrierError: the phase's batches did not all run at once
         for statement in statements:
             parse(statement)
             if statement in self.failing:
                 raise RuntimeError(f"{statement} -- failed: [TABLE_OR_VIEW_ALREADY_EXISTS]")
         with self.lock:
-            self.batches.append((started, time.monotonic(), list(statements)))
+            self.batches.append((started, next(self.ticks), list(statements)))
+
+
+def phase_of(statement: str) -> int:
+    verb = " ".join(statement.split()[:2]).upper()
+    return DatabricksWarehouse.PHASE_BY_VERB.get(verb, DatabricksWarehouse.OTHER_PHASE)
 
 
 def like_regex(tree: exp.Expression) -> re.Pattern:
@@ -254,7 +266,7 @@ def test_phases_create_schemas_first_and_free_a_name_before_a_view_takes_it():
 
 
 def test_execute_all_runs_phases_in_order_and_each_phase_concurrently():
-    warehouse = CannedDatabricks(max_workers=4)
+    warehouse = CannedDatabricks(max_workers=4, rendezvous={DatabricksWarehouse.OTHER_PHASE: 4})
     views = [dialect.point_view(Relation("analytics", f"m{i}"), Relation(NEW, f"m{i}"), exists=i % 2 == 0)
              for i in range(10)]
     clone = [dialect.create_schema(NEW), dialect.copy_table(Relation(OLD, "events"), Relation(NEW, "events"))]
@@ -263,7 +275,8 @@ def test_execute_all_runs_phases_in_order_and_each_phase_concurrently():
     assert schema_batch[2] == [dialect.create_schema(NEW)]
     assert all(start >= schema_batch[1] for start, _, _ in rest)  # nothing started before the schema existed
     assert len(rest) == 4 and sorted(s for _, _, batch in rest for s in batch) == sorted([*views, clone[1]])
-    assert max(start for start, _, _ in rest) < min(end for _, end, _ in rest)  # the 4 batches overlapped
+    # The 4 batches met at the phase's barrier (or execute_all had failed), and so overlapped:
+    assert max(start for start, _, _ in rest) < min(end for _, end, _ in rest)
 
 
 def test_a_failed_statement_stops_later_phases_and_names_itself():

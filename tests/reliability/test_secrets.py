@@ -180,7 +180,6 @@ def test_everything_ran_as_intended(exercised):
     assert exercised["local"].is_completed(), exercised["local"].message
     failing = exercised["databricks"]
     assert failing.is_failed() and "Error during request to server" in str(failing.message), failing.message
-    assert exercised["databricks_seconds"] < 300
     record_timing("secrets: production run against the Databricks env (403)", f"{exercised['databricks_seconds']:.1f}s")
     assert exercised["requests_with_canary"] >= 1, "the token never reached the stand-in workspace"
 

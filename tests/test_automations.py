@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -162,14 +163,24 @@ def test_failing_run_posts_exactly_one_slack_message(slack_block, git_checkout, 
     Variable.set("lakehouse_branch", "main", overwrite=True)
     deploy("adhoc-prod")
     # A real deployment whose parameters make it fail before any dbt work: prod without confirm_prod.
-    flow_run = run_deployment("adhoc-dbt/adhoc-prod", parameters={"command": "ls"}, timeout=0)
-    worker = subprocess.run(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "lakehouse-process",
-         "--run-once", "--limit", "1", "--name", f"test-worker-{flow_run.id}"],
-        env=dict(os.environ), capture_output=True, text=True, timeout=180,
-    )
+    # The run goes to a queue of its own, the only one the worker polls: the pool's default queue
+    # also gets the nightly deployments' scheduled runs (deployed by other test files), which a
+    # worker on it would pick first around 01:00 and 02:00 Europe/Amsterdam.
+    queue = f"automation-test-{uuid.uuid4().hex[:8]}"
+    flow_run = run_deployment("adhoc-dbt/adhoc-prod", parameters={"command": "ls"}, timeout=0,
+                              work_queue_name=queue)
+    try:
+        worker = subprocess.run(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "lakehouse-process", "--work-queue", queue,
+             "--run-once", "--limit", "1", "--name", f"test-worker-{flow_run.id}"],
+            env=dict(os.environ), capture_output=True, text=True, timeout=180,
+        )
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_work_queue_by_id(client.read_work_queue_by_name(queue, "lakehouse-process").id)
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run.id).state
+    assert flow_run.work_queue_name == queue
     assert state.is_failed(), f"{state!r}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
     assert "confirm_prod=True" in state.message
 

@@ -122,11 +122,22 @@ def test_compile_error_fails_at_parse_before_any_dbt_work(fresh_home, tmp_path, 
 @pytest.fixture(scope="module")
 def kill_home(tmp_path_factory, published_template):
     """One home for the SIGKILL sequence: killed mid-layer, killed before the flip, then a normal run."""
-    home = copy_home(published_template, tmp_path_factory.mktemp("killed") / "home")
+    root = tmp_path_factory.mktemp("killed")
+    home = copy_home(published_template, root / "home")
     land_new_data(home / "warehouse.duckdb", "orders", rows=10)  # so every run below has something to build
+    # A temp dir of its own, for the runs in subprocesses (TMPDIR) and in this process: the profile
+    # dirs checked below are then only these runs', and no other test worker's run sweeps them away.
+    private_tmp = root / "tmp"
+    private_tmp.mkdir()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAKEHOUSE_HOME", str(home))
-        yield {"home": home, "before": snapshot(home), "killed": [], "pids": []}
+        patch.setenv("TMPDIR", str(private_tmp))
+        patch.setattr(tempfile, "tempdir", str(private_tmp))
+        yield {"home": home, "before": snapshot(home), "killed": [], "pids": [], "tmp": private_tmp}
+
+
+def _profile_dirs(kill_home: dict, pid: int) -> list[Path]:
+    return list(kill_home["tmp"].glob(f"{profile_dir_prefix(pid)}*"))
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -148,7 +159,7 @@ def test_sigkill_mid_layer_leaves_live_untouched(kill_home, tmp_path):
                        timeout=600, what="the staging layer to finish", process=process, log=log, interval=0.01)
     _kill(process)
     kill_home["pids"].append(process.pid)
-    assert list(Path(tempfile.gettempdir()).glob(f"{profile_dir_prefix(process.pid)}*"))  # its profile is left
+    assert _profile_dirs(kill_home, process.pid)  # its profile is left
     done = journal(home, run_dir.name)["done"]
     assert "build staging" in done and "build marts" not in done, f"not killed mid-run: {done}"
     flow_run_id = run_dir.name
@@ -201,6 +212,8 @@ def test_next_run_after_kills_works_and_cleans_up(kill_home):
     first, second = kill_home["killed"]
     second_version = journal(home, second)["data"]["version"]
     orders_before = sql(home, "select count(*) from main.fct_orders")[0][0]
+    # The second killed run's render swept the first's profile dir; its own is left for this run.
+    assert not _profile_dirs(kill_home, kill_home["pids"][0]) and _profile_dirs(kill_home, kill_home["pids"][1])
     state = production_run(environment="local", return_state=True)
     assert state.is_completed(), state.message
     assert sql(home, "select count(*) from main.fct_orders")[0][0] == orders_before + 10
@@ -211,8 +224,7 @@ def test_next_run_after_kills_works_and_cleans_up(kill_home):
     assert not (home / "state" / "local" / "publish.lock").exists()
     assert registry(home)["live"] == journal(home, state.state_details.flow_run_id)["data"]["version"]
     _live_is_whole(home)
-    killed_profiles = [d for pid in kill_home["pids"]
-                       for d in Path(tempfile.gettempdir()).glob(f"{profile_dir_prefix(pid)}*")]
+    killed_profiles = [d for pid in kill_home["pids"] for d in _profile_dirs(kill_home, pid)]
     assert not killed_profiles, "the killed runs' profile dirs were left behind"
 
 

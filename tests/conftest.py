@@ -70,6 +70,29 @@ def saved_block(block, name: str):
                 client.delete_block_document(document.id)
 
 
+API_PAGE = 200  # the most the Prefect API answers in one read (PREFECT_API_DEFAULT_LIMIT)
+
+
+def read_all(read_page, **filters) -> list:
+    """Everything a client's read_* method matches, page by page: one read stops at API_PAGE."""
+    items: list = []
+    while True:
+        page = read_page(**filters, limit=API_PAGE, offset=len(items))
+        items += page
+        if len(page) < API_PAGE:
+            return items
+
+
+def artifacts_of(*flow_run_ids) -> list:
+    """Every artifact the given flow runs made (all versions of each key), none of other runs'."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return read_all(client.read_artifacts,
+                        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_run_ids))))
+
+
 @pytest.fixture(scope="session")
 def landed_template(tmp_path_factory) -> Path:
     """A warehouse with the bundled project's raw data landed once; tests copy it."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import read_all
 from test_deployments import REPO, deploy, read_deployment
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,8 +68,7 @@ def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path)
     deploy("adhoc-dev")
     deployment = read_deployment("adhoc-dev")
     ui = prefect_server.removesuffix("/api")
-    with get_client(sync_client=True) as client:
-        before = {run.id for run in client.read_flow_runs()}
+    before = {run.id for run in _runs_of(deployment)}
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -99,8 +99,8 @@ def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path)
         finally:
             browser.close()
 
+    runs = [run for run in _runs_of(deployment) if run.id not in before]
     with get_client(sync_client=True) as client:
-        runs = [run for run in client.read_flow_runs() if run.id not in before]
         try:
             assert [str(run.id) for run in runs] == [flow_run_id]
             (run,) = runs
@@ -113,8 +113,18 @@ def test_operator_fills_and_submits_the_adhoc_run_form(prefect_server, tmp_path)
             assert run.parameters["vars"] == {}  # the UI sends JSON-kind values; the server hydrates them
             assert run.parameters.get("confirm_prod", False) is False
         finally:
-            for run in runs:  # nothing is left for a worker of a later test to pick up
+            for run in runs:  # nothing is left for a worker of a later test to pick up (only this test's runs)
                 client.delete_flow_run(run.id)
     assert screenshot.stat().st_size < 300_000
     if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" or not SCREENSHOT.exists():
         shutil.copy(screenshot, SCREENSHOT)
+
+
+def _runs_of(deployment) -> list:
+    """Every flow run of `deployment` (adhoc-dev: no schedule, so only submitted runs), all pages."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return read_all(client.read_flow_runs,
+                        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))

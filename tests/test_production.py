@@ -10,6 +10,7 @@ import duckdb
 import pytest
 from prefect.client.orchestration import get_client
 
+from conftest import artifacts_of
 from flows.core.artifacts import artifact_key
 from flows.production import production_run
 from land import land_new_data
@@ -55,13 +56,19 @@ def test_full_run_leaves_tables_snapshots_docs_state_and_artifacts(home, full_ru
     assert len(docs_page) > 10_000 and '"compiled": true' in docs_page  # compiled SQL kept from the builds
     for name in ("manifest.json", "sources.json", "run_results.json"):
         assert (home / "state" / "local" / "latest" / name).exists()
-    with get_client(sync_client=True) as client:
-        for what in ("run-summary", "model-timings", "docs"):
-            artifact = client.read_latest_artifacts()
-            keys = {a.key for a in artifact}
-            assert artifact_key("local", what) in keys, keys
-        summary = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "run-summary"))
+    # This run's artifacts, not the latest under each key: other runs on the server write the same keys.
+    artifacts = _artifacts_by_key(full_run)
+    for what in ("run-summary", "model-timings", "docs"):
+        assert len(artifacts.get(artifact_key("local", what), [])) == 1, {k: len(v) for k, v in artifacts.items()}
+    (summary,) = artifacts[artifact_key("local", "run-summary")]
     assert "build staging" in summary.data and "raw.orders" in summary.data
+
+
+def _artifacts_by_key(state) -> dict[str, list]:
+    by_key: dict[str, list] = {}
+    for artifact in artifacts_of(state.state_details.flow_run_id):
+        by_key.setdefault(artifact.key, []).append(artifact)
+    return by_key
 
 
 def test_nothing_fresher_builds_nothing(home, full_run):
@@ -153,9 +160,9 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     assert state.is_failed() and "not_null_stg_people_place_id" in state.message
     tables = {t for (t,) in _query(lakehouse_home, "select table_name from information_schema.tables")}
     assert "int_people_places" not in tables and "fct_people" not in tables
-    with get_client(sync_client=True) as client:
-        summary = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "run-summary"))
-        failures = next(a for a in client.read_latest_artifacts() if a.key == artifact_key("local", "failures"))
+    artifacts = _artifacts_by_key(state)
+    (summary,) = artifacts[artifact_key("local", "run-summary")]
+    (failures,) = artifacts[artifact_key("local", "failures")]
     assert "not_null_stg_people_place_id" in summary.data and "compiled" in failures.data
 
     _land_fixture(warehouse, broken=False)

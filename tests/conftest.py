@@ -137,7 +137,7 @@ CATEGORIES = {
     "test_bad_input": "bad input", "test_faults": "faults", "test_secrets": "secrets",
     "test_concurrency": "concurrency", "test_soak": "soak",
 }
-_outcomes: dict[str, Counter] = {name: Counter() for name in CATEGORIES.values()}
+_cases: dict[str, tuple[str, str]] = {}  # test id -> (category, outcome)
 _timings: dict[str, str] = {}
 captured_output: list[str] = []  # stdout/stderr pytest captured for each reliability test phase
 
@@ -156,9 +156,20 @@ def pytest_runtest_logreport(report):
     captured_output.append(report.capstdout + report.capstderr)
     _timings.update(dict(value for key, value in report.user_properties if key == TIMING_PROPERTY))
     if report.when == "call":
-        _outcomes[category][report.outcome] += 1
+        _cases[report.nodeid] = category, report.outcome
     elif report.when == "setup" and report.outcome in {"skipped", "failed"}:
-        _outcomes[category]["skipped" if report.skipped else "error"] += 1
+        _cases[report.nodeid] = category, "skipped" if report.skipped else "error"
+    elif report.when == "teardown" and report.failed and _cases.get(report.nodeid, (None, "passed"))[1] == "passed":
+        # A guarantee asserted in a fixture's teardown (bad input: "nothing changed") broke: the
+        # case failed, though its call passed.
+        _cases[report.nodeid] = category, "failed in teardown"
+
+
+def _outcomes() -> dict[str, Counter]:
+    outcomes = {name: Counter() for name in CATEGORIES.values()}
+    for category, outcome in _cases.values():
+        outcomes[category][outcome] += 1
+    return outcomes
 
 
 def record_timing(name: str, value: str) -> None:
@@ -181,12 +192,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not any(_outcomes[c] for c in _outcomes):
+    outcomes = _outcomes()
+    if not any(outcomes.values()):
         return
-    counts = ", ".join(f"{c} {sum(o.values())}" for c, o in _outcomes.items())
+    counts = ", ".join(f"{c} {sum(o.values())}" for c, o in outcomes.items())
     terminalreporter.write_line(f"reliability cases: {counts}")
     details = "; ".join(
-        f"{c}: " + ", ".join(f"{n} {k}" for k, n in sorted(o.items())) for c, o in _outcomes.items() if o
+        f"{c}: " + ", ".join(f"{n} {k}" for k, n in sorted(o.items())) for c, o in outcomes.items() if o
     )
     terminalreporter.write_line(f"reliability outcomes: {details}")
     for name, value in _timings.items():

@@ -96,10 +96,14 @@ def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_production(home: Path, log: Path, *args: str, **env: str) -> subprocess.Popen:
-    """`python -m flows.production --environment local` in its own process group."""
+def start_production(home: Path, log: Path, *args: str, prelude: str = "", **env: str) -> subprocess.Popen:
+    """`python -m flows.production --environment local` in its own process group.
+
+    `prelude`: Python run first in that process (then the module runs as `-m` would run it)."""
+    module = ["-c", f"{prelude}\nimport runpy; runpy.run_module('flows.production', run_name='__main__', "
+                    "alter_sys=True)"] if prelude else ["-m", "flows.production"]
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.production", "--environment", "local", *args],
+        [sys.executable, *module, "--environment", "local", *args],
         cwd=REPO, env=subprocess_env(home, **env), stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )

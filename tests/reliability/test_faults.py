@@ -269,6 +269,13 @@ def test_state_store_failing_before_the_flip_leaves_live_untouched_then_after_it
 
 # --- the Prefect API unreachable mid-run -------------------------------------------------------
 
+# Run before the CLI in its process: events it cannot deliver are dropped after one attempt each.
+EVENTS_WITHOUT_RECONNECTION = (
+    "from prefect.events.clients import PrefectEventsClient\n"
+    "from prefect.events.worker import EventsWorker\n"
+    "EventsWorker.set_client_override(PrefectEventsClient, reconnection_attempts=0)"
+)
+
 @pytest.mark.slow
 def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     """The Prefect API goes away after the staging layer (a relay to it is cut: connections reset,
@@ -284,16 +291,20 @@ def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     published, and the process died in a traceback from the engine. Now artifacts are
     best-effort (an error is logged), the flow body ends normally, the engine logs its ConnectError
     recording the final state, and the CLI prints one clear line and returns 1. At exit,
-    Prefect's events client still tries every undelivered event (10 reconnection attempts, ~7 s
-    per event, not configurable): the process lingers ~2 min; the test stops waiting once the
-    last line is printed. The next run, with the API back, works normally.
+    Prefect's events worker still tries every undelivered event, each with the events client's 10
+    reconnection attempts (~8 s per event; no setting changes it): left so, the process lingers
+    ~2 min. Here the subprocess installs an events client with no reconnection attempts
+    (EventsWorker.set_client_override, before the CLI runs), so it exits within seconds of its last
+    line, and the test waits for that exit and its code. The next run, with the API back, works
+    normally.
     """
     land_new_data(fresh_home / "warehouse.duckdb", "orders", rows=10)
     before = snapshot(fresh_home)
     proxy = CuttableProxy(prefect_server)
     log = tmp_path / "api-gone.log"
     earlier = set(run_dirs(fresh_home))
-    process = start_production(fresh_home, log, PREFECT_API_URL=proxy.url, PREFECT_CLIENT_MAX_RETRIES="0")
+    process = start_production(fresh_home, log, prelude=EVENTS_WITHOUT_RECONNECTION,
+                               PREFECT_API_URL=proxy.url, PREFECT_CLIENT_MAX_RETRIES="0")
     run_dir = wait_for(lambda: next((d for d in run_dirs(fresh_home) if d not in earlier
                                      and "build staging" in journal(fresh_home, d.name)["done"]), None),
                        timeout=600, what="the staging layer to finish", process=process, log=log)
@@ -301,15 +312,16 @@ def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     outcome = "production_run: its final state could not be recorded in the Prefect API"
     try:
         wait_for(lambda: outcome in log.read_text(), timeout=600, what="the run's last line", process=process, log=log)
-        try:  # then Prefect's events client retries each undelivered event (~7 s each) before exiting
-            code = process.wait(timeout=5)
+        try:  # then the events worker tries each undelivered event once, and the process exits
+            code = process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             code = None
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     output = log.read_text()
-    assert code in (1, None), output[-3000:]
+    assert code is not None, f"the CLI had not exited 2 min after its last line:\n{output[-3000:]}"
+    assert code == 1, output[-3000:]
     assert "Could not post the run's artifacts" in output
     # The flow body ended normally: the only traceback is the engine's own, failing to record the end.
     assert "Outcome: completed: version" in output and "Encountered exception during execution: ConnectError" in output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from unit_fakes import manifest, node
+from .fakes import manifest, node
 
 from flows.core.dbt import (
     BUILDABLE, EXECUTED, NodeResult, StepResult, combined, exact_selector, fqn_selector, resource_type_of,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from unit_fakes import manifest, node, source
+from .fakes import manifest, node, source
 
 from flows.core.dbt import NodeResult
 from flows.core.freshness import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unit_fakes import manifest, node, source
+from .fakes import manifest, node, source
 
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from unit_fakes import MemoryStore
+from .fakes import MemoryStore
 
 from blocks.host import host_identity, process_start
 from flows.core import lock

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from unit_fakes import CannedWarehouse, MemoryStore, manifest, node
+from .fakes import CannedWarehouse, MemoryStore, manifest, node
 
 from flows.core.versions import (
     VERSION_ID, AuditRefused, Version, VersionError, VersionRegistry, abandon_unfinished, audit, flip_statements,

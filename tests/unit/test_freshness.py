@@ -7,7 +7,7 @@ from .fakes import manifest, node, source
 
 from flows.core.dbt import NodeResult
 from flows.core.freshness import (
-    GATE_SELECTORS, SourceFreshness, StaleSources, fresher_sources, gate_selectors, raise_if_stale, read_report,
+    SourceFreshness, StaleSources, fresher_sources, gate_selectors, raise_if_stale, read_report,
     seed_loaded_sources, sources_with_freshness, sources_without_freshness,
 )
 from flows.errors import RunFailure
@@ -69,8 +69,14 @@ def project():
 
 def test_sources_with_and_without_freshness():
     assert sources_with_freshness(project()) == {ORDERS, CUSTOMERS}
-    assert sources_without_freshness(project()) == ["source:raw.items"]
-    assert gate_selectors(project()) == [*GATE_SELECTORS, "source:raw.items+"]
+    assert sources_without_freshness(project()) == ["source.shop.raw.items"]
+    assert gate_selectors(project(), ["source.shop.raw.items"]) == [
+        "source_status:fresher+", "state:modified+", "source:raw.items+"]
+
+
+def test_without_any_source_freshness_the_gate_asks_no_source_status():
+    unchecked = manifest(sources=[source("source.shop.raw.items")])
+    assert gate_selectors(unchecked, []) == ["state:modified+"]
 
 
 def test_a_seed_loading_a_source_is_found_case_insensitively():

@@ -33,16 +33,16 @@ def source(unique_id: str, schema: str = "raw", identifier: Optional[str] = None
 
     return SimpleNamespace(
         unique_id=unique_id, source_name=source_name, name=name, schema=schema, identifier=identifier or name,
-        loaded_at_field=loaded_at_field, freshness=SimpleNamespace(warn_after=time(warn_after), error_after=time(error_after)),
+        loaded_at_field=loaded_at_field, loaded_at_query=None, freshness=SimpleNamespace(warn_after=time(warn_after), error_after=time(error_after)),
     )
 
 
-def manifest(nodes=(), sources=(), unit_tests=(), **others) -> SimpleNamespace:
+def manifest(nodes=(), sources=(), unit_tests=(), adapter_type: str = "duckdb", **others) -> SimpleNamespace:
     defined = {kind: {} for kind in ("exposures", "metrics", "semantic_models", "saved_queries")}
     defined.update({kind: {u: object() for u in ids} for kind, ids in others.items()})
     return SimpleNamespace(
         nodes={n.unique_id: n for n in nodes}, sources={s.unique_id: s for s in sources},
-        unit_tests={t.unique_id: t for t in unit_tests}, **defined,
+        unit_tests={t.unique_id: t for t in unit_tests}, metadata=SimpleNamespace(adapter_type=adapter_type), **defined,
     )
 
 

@@ -8,7 +8,7 @@ from .fakes import manifest, node, source
 from flows.core.dbt import NodeResult
 from flows.core.freshness import (
     SourceFreshness, StaleSources, fresher_sources, gate_selectors, raise_if_stale, read_report,
-    seed_loaded_sources, sources_with_freshness, sources_without_freshness,
+    seed_loaded_sources, sources_with_freshness, sources_without_freshness, undatable_sources,
 )
 from flows.errors import RunFailure
 
@@ -72,6 +72,13 @@ def test_sources_with_and_without_freshness():
     assert sources_without_freshness(project()) == ["source.shop.raw.items"]
     assert gate_selectors(project(), ["source.shop.raw.items"]) == [
         "source_status:fresher+", "state:modified+", "source:raw.items+"]
+
+
+def test_a_threshold_without_a_way_to_date_it_is_undatable_on_duckdb_only():
+    shop = manifest(sources=[source(ORDERS, warn_after=24)])
+    assert sources_with_freshness(shop) == set() and undatable_sources(shop) == ["raw.orders"]
+    on_databricks = manifest(sources=[source(ORDERS, warn_after=24)], adapter_type="databricks")
+    assert sources_with_freshness(on_databricks) == {ORDERS} and undatable_sources(on_databricks) == []
 
 
 def test_without_any_source_freshness_the_gate_asks_no_source_status():

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: install
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# ruff over the repository; mypy over flows/core and blocks (pyproject.toml, [tool.mypy]).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: install
 	$(PY) bench/overhead.py --nodes 200

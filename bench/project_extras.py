@@ -287,7 +287,7 @@ def marts_yaml(table: str, fact: str, dims: list[str]) -> str:
         "  - name: amount_by_category",
         "    query_params:",
         "      metrics: [total_amount, fact_row_count]",
-        f"      group_by: [\"Dimension('fact_row__category')\"]",
+        "      group_by: [\"Dimension('fact_row__category')\"]",
     ]) + "\n"
 
 

@@ -203,7 +203,7 @@ models:
 
 def seed_files() -> tuple[str, str]:
     csv = "category,segment\n" + "".join(
-        f"{c},{s}\n" for c, s in zip(CATEGORIES, SEGMENTS)
+        f"{c},{s}\n" for c, s in zip(CATEGORIES, SEGMENTS, strict=True)
     )
     yml = "\n".join([
         "version: 2",

@@ -127,7 +127,7 @@ def known_environments() -> list[str]:
         if getattr(getattr(error, "response", None), "status_code", 404) != 404:
             raise
         documents = []  # the block type is not registered yet: only the built-in environment exists
-    return sorted({LOCAL, *(d.name for d in documents)})
+    return sorted({LOCAL, *(d.name for d in documents if d.name)})  # an anonymous block document has no name
 
 
 def load_environment(name: str) -> DbtEnvironment:
@@ -135,7 +135,7 @@ def load_environment(name: str) -> DbtEnvironment:
     if name == LOCAL:
         return builtin_local()
     try:
-        return DbtEnvironment.load(name)
+        return DbtEnvironment.load(name)  # type: ignore[return-value]  # sync_compatible: a block when called sync
     except ValueError as error:
         if "Unable to find block document" in str(error):
             raise UnknownEnvironment(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import yaml
+from pydantic import SecretStr
 
 from blocks.environment import DbtEnvironment, safe_identifier
 from blocks.host import host_identity, process_gone, process_start
@@ -39,8 +40,8 @@ def profile_name_of(project_dir: Path) -> str:
     return project.get("profile") or project["name"]
 
 
-def _secret(value) -> Optional[str]:
-    return None if value is None else value.get_secret_value()
+def _secret(value: SecretStr) -> str:
+    return value.get_secret_value()
 
 
 def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[str, str]]:

@@ -114,7 +114,7 @@ def _state_store_block(spec: StateStoreSpec) -> RemoteFileSystem:
 
 def _existing(block_class: type[Block], name: str) -> Optional[Block]:
     try:
-        return block_class.load(name)
+        return block_class.load(name)  # type: ignore[return-value]  # sync_compatible: a block when called sync
     except ValueError:
         return None
 
@@ -146,7 +146,7 @@ def _upsert(name: str, block: Block, report: list[str]) -> Block:
         return existing
     block.save(name, overwrite=True)
     report.append(f"{'updated' if existing else 'created'}    {block.get_block_type_slug()}/{name}")
-    return type(block).load(name)
+    return type(block).load(name)  # type: ignore[return-value]  # sync_compatible: a block when called sync
 
 
 def plan(spec: EnvironmentsFile) -> tuple[dict, dict, dict, dict]:

@@ -48,8 +48,8 @@ def string_literals(expression: exp.Expression) -> list[str]:
 class CannedDatabricks(DatabricksWarehouse):
     """A DatabricksWarehouse whose SQL warehouse answers are canned, and whose DDL is recorded, not sent."""
 
-    def __init__(self, relations: dict[tuple[str, str], str] = {}, schemas: list[str] = [], max_workers: int = 8,
-                 failing: set[str] = frozenset(), rendezvous: dict[int, int] = {}):
+    def __init__(self, relations: dict[tuple[str, str], str] = {}, schemas: list[str] = [], max_workers: int = 8,  # noqa: B006 - only read
+                 failing: set[str] = frozenset(), rendezvous: dict[int, int] = {}):  # noqa: B006 - only read
         super().__init__(DbtEnvironment(
             adapter="databricks", schema_name="analytics", catalog=CATALOG, http_path="/sql/1.0/warehouses/abc123",
             databricks_credentials=DatabricksCredentials(databricks_instance="dbc-test.cloud.databricks.com",

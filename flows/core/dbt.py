@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
@@ -251,8 +251,8 @@ def _cancel_skips_closed_duckdb_connections() -> None:
         except duckdb.ConnectionException:
             pass
 
-    cancel_open_only.skips_closed = True
-    LocalEnvironment.cancel = classmethod(cancel_open_only)
+    cancel_open_only.skips_closed = True  # type: ignore[attr-defined]
+    LocalEnvironment.cancel = classmethod(cancel_open_only)  # type: ignore[method-assign, assignment]
 
 
 def _close_embedded_database() -> None:
@@ -288,7 +288,12 @@ class DbtProject:
 
     @property
     def project_name(self) -> str:
-        return self.manifest.metadata.project_name if self.manifest else self.project_dir.name
+        return (self.manifest.metadata.project_name if self.manifest else None) or self.project_dir.name
+
+    @property
+    def parsed_manifest(self) -> Manifest:
+        """The manifest, parsing the project first if it has not been parsed yet."""
+        return self.manifest if self.manifest is not None else self.parse()
 
     def _argv(self, command: list[str]) -> list[str]:
         argv = [
@@ -334,11 +339,11 @@ class DbtProject:
         if rewrite or not self._manifest_written:
             from dbt.parser.manifest import write_manifest
 
-            write_manifest(self.manifest, str(self.target_path))
+            write_manifest(self.parsed_manifest, str(self.target_path))
             self._manifest_written = True
         return self.target_path
 
-    def raw_invoke(self, command: list[str], callbacks: list = ()) -> Any:
+    def raw_invoke(self, command: list[str], callbacks: Sequence[Any] = ()) -> Any:
         if command[0] in NEEDS_NO_MANIFEST:
             return _invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command))
         if self.manifest is None:
@@ -395,7 +400,7 @@ class DbtProject:
             raise DbtCommandError(str(error)) from error
 
     def list_ids(self, select: list[str] | None = None, exclude: list[str] | None = None,
-                 resource_types: tuple[str, ...] = (), extra: list[str] = ()) -> set[str]:
+                 resource_types: tuple[str, ...] = (), extra: Sequence[str] = ()) -> set[str]:
         """unique_ids that a selection resolves to, through dbt's own selector grammar."""
         # `--quiet` still prints every listed node; `--log-level none` keeps a 2,000-line
         # listing off stdout, which halved the time of an `ls` on a 2,000-node project.
@@ -416,7 +421,7 @@ class DbtProject:
 
     def node_selector(self, unique_id: str) -> str:
         """A selector matching exactly this node (models, seeds, snapshots, tests, unit tests)."""
-        return exact_selector(self.manifest, unique_id)
+        return exact_selector(self.parsed_manifest, unique_id)
 
     def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
         """Flags that select exactly `ids`, with as few selector terms as we can.
@@ -438,7 +443,7 @@ class DbtProject:
         best_terms = len(wanted)
         if best_terms <= EXPLICIT_SELECTION_LIMIT:
             return best
-        not_executed = [f"resource_type:{kind}" for kind in unexecuted_types(self.manifest)]
+        not_executed = [f"resource_type:{kind}" for kind in unexecuted_types(self.parsed_manifest)]
         for cover in covers:
             matched = self.list_ids([cover], resource_types=EXECUTED, extra=exact)
             extra, surplus = wanted - matched, matched - wanted

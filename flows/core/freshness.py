@@ -74,7 +74,7 @@ def sources_with_freshness(manifest: Manifest) -> set[str]:
     return {
         unique_id for unique_id, source in manifest.sources.items()
         if source.freshness
-        and (source.freshness.warn_after.count or source.freshness.error_after.count)
+        and (_counts(source.freshness.warn_after) or _counts(source.freshness.error_after))
         and (source.loaded_at_query or source.loaded_at_field or metadata)
     }
 
@@ -85,8 +85,12 @@ def undatable_sources(manifest: Manifest) -> list[str]:
     dated = sources_with_freshness(manifest)
     return sorted(
         f"{s.source_name}.{s.name}" for u, s in manifest.sources.items()
-        if u not in dated and s.freshness and (s.freshness.warn_after.count or s.freshness.error_after.count)
+        if u not in dated and s.freshness and (_counts(s.freshness.warn_after) or _counts(s.freshness.error_after))
     )
+
+
+def _counts(threshold) -> bool:
+    return bool(threshold and threshold.count)  # a threshold may be null
 
 
 @lru_cache(maxsize=None)
@@ -99,7 +103,8 @@ def adapter_dates_from_metadata(adapter_type: Optional[str]) -> bool:
 
     try:
         load_plugin(adapter_type)  # idempotent; a manifest read from disk may name an adapter not yet loaded
-        return bool(get_adapter_class_by_name(adapter_type).capabilities()[Capability.TableLastModifiedMetadata])
+        # dbt's AdapterProtocol does not declare capabilities(); every adapter class has it
+        return bool(get_adapter_class_by_name(adapter_type).capabilities()[Capability.TableLastModifiedMetadata])  # type: ignore[attr-defined]
     except Exception:  # an adapter that is not installed cannot date anything here
         return False
 

@@ -13,7 +13,7 @@ Works on any stock project from its manifest alone:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable
 
 from dbt.contracts.graph.manifest import Manifest
 
@@ -117,7 +117,7 @@ def _place_tests(graph: Graph, candidates: set[str], stages: list[Stage]) -> Non
         built_parents = [p for p in parents if p in candidates]
         if not built_parents:
             continue  # tests on sources run in the source-test step; tests on unbuilt nodes need no re-run
-        index: Optional[int] = max((stage_of.get(p, 0) for p in built_parents), default=0)
+        index = max((stage_of.get(p, 0) for p in built_parents), default=0)
         if not stages:
             stages.append(Stage("tests"))
         stages[index].tests.add(test)

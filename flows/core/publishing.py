@@ -27,13 +27,13 @@ def prepare_version(run: ProductionRun, plan: Plan) -> None:
     registry = VersionRegistry(run.store)
     base = run.environment.schema_name
     if run.version in registry.versions and run.resumed:
-        registry.mark(run.version, "building")
+        registry.mark(run.version_id, "building")
     else:
         orphans = abandon_unfinished(registry, warehouse=warehouse)
         dropped = drop_unreferenced_schemas(warehouse, registry, base)
         if orphans or dropped:
             logger.info("Cleaned up after earlier runs: versions %s, schemas %s.", orphans, dropped)
-        registry.start(run.version, run.run_id)
+        registry.start(run.version_id, run.run_id)
     manifest = run.build.manifest or run.build.parse()
     current = registry.live.relations if registry.live else {}
     incremental = {
@@ -57,12 +57,12 @@ def publish(run: ProductionRun, plan: Plan) -> str:
     if not run.blue_green:
         return "blue-green is off for this environment: models were built in place"
     if not run.options.publish:
-        VersionRegistry(run.store).mark(run.version, "kept", "publish=False: built and tested, not published")
+        VersionRegistry(run.store).mark(run.version_id, "kept", "publish=False: built and tested, not published")
         return (f"publish=False: version {run.version} was built and tested and is kept unpublished "
                 f"(live unchanged; prune drops it in time)")
     warehouse = warehouse_for(run.environment)
     registry = VersionRegistry(run.store)
-    version = registry.versions[run.version]
+    version = registry.versions[run.version_id]
     changes = published_relations(run.build.manifest, plan.nodes, run.environment.schema_name)
     current = registry.live.relations if registry.live else {}
     version.relations.update(changes)
@@ -77,7 +77,7 @@ def publish(run: ProductionRun, plan: Plan) -> str:
                 for r in refused
             ) + " — rerun with allow_shrink=True if this is expected"
         )
-    registry.mark(run.version, "ready")  # also proves the state store still takes writes, before the flip
+    registry.mark(run.version_id, "ready")  # also proves the state store still takes writes, before the flip
     pause_for_tests(run, "flip")
     statements = make_live(warehouse, registry, version)
     pruned = prune(warehouse, registry, run.environment.schema_name, run.environment.blue_green.keep_versions)
@@ -100,11 +100,11 @@ def discard_version(run: ProductionRun, reason: str) -> None:
     logger = get_run_logger()
     try:
         registry = VersionRegistry(run.store)
-        version = registry.versions.get(run.version)
+        version = registry.versions.get(run.version_id)
         if version is None:
             return
         if version.status == "published":
-            logger.warning("Version %s is live (the run failed after publishing it): it is kept.", run.version)
+            logger.warning("Version %s is live (the run failed after publishing it): it is kept.", run.version_id)
             return
         keep = run.options.keep_failed_version or retries_remaining()
         warehouse = warehouse_for(run.environment)
@@ -120,7 +120,7 @@ def discard_version(run: ProductionRun, reason: str) -> None:
                     warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
         run.report.versions = registry.listing()
     except Exception as error:  # noqa: BLE001 - the run's own error is what must surface
-        logger.error("Could not discard version %s (%s); the next run cleans it up.", run.version, error)
+        logger.error("Could not discard version %s (%s); the next run cleans it up.", run.version_id, error)
 
 
 def retries_remaining() -> bool:
@@ -129,7 +129,7 @@ def retries_remaining() -> bool:
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
         return False
-    return context.flow_run.run_count <= (context.flow.retries or 0)
+    return context.flow_run.run_count <= ((context.flow.retries if context.flow else None) or 0)
 
 
 PAUSE_VARIABLE = "LAKEHOUSE_TEST_PAUSE_BEFORE"

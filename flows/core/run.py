@@ -171,6 +171,13 @@ class ProductionRun:
         return self.version is not None
 
     @property
+    def version_id(self) -> str:
+        """The version a blue-green run builds; a run that builds in place has none."""
+        if self.version is None:
+            raise RuntimeError("this run builds in place: it has no blue-green version")
+        return self.version
+
+    @property
     def changes_live(self) -> bool:
         """Whether this run changes what live reads (and so the state the next run compares with)."""
         return self.options.publish or not self.blue_green

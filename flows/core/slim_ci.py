@@ -119,7 +119,7 @@ def plan(session: CiSession) -> CiPlan:
     project = session.project
     if project.manifest is None:
         project.parse()
-    graph = Graph(project.manifest)
+    graph = Graph(project.parsed_manifest)
     snapshots = graph.of_type("snapshot")
     if session.slim:
         state = ["--state", str(session.state_dir)]
@@ -209,13 +209,13 @@ def _tested_node(manifest, unique_id: str) -> Optional[str]:
 
 def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_manifest: Optional[dict]) -> CiReport:
     """Which nodes changed, were built downstream, or were deferred, each with its tests."""
-    manifest = session.project.manifest
+    manifest = session.project.parsed_manifest
     by_id = {n.unique_id: n for n in result.nodes}
     built = [n for n in result.nodes if n.resource_type in BUILDABLE]
     tests = [n for n in result.nodes if n.resource_type in TEST_TYPES]
     nodes: dict[str, CiNode] = {}
     for n in built:
-        role = "changed" if n.unique_id in ci_plan.changed and ci_plan.mode == "slim" else "downstream"
+        role: Literal["changed", "downstream"] = "changed" if n.unique_id in ci_plan.changed and ci_plan.mode == "slim" else "downstream"
         nodes[n.unique_id] = CiNode(n.unique_id, n.name, n.resource_type, role, n.status, n.relation or "")
     for unique_id in sorted(ci_plan.changed - nodes.keys()):
         if ci_plan.mode == "slim" and _ephemeral(manifest, unique_id):  # dbt runs no node for it: it is inlined

@@ -55,7 +55,7 @@ class StateStore:
     def _filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if isinstance(self.block, RemoteFileSystem):
             return self.block.filesystem, self.block.basepath.rstrip("/")
-        return fsspec.filesystem("file"), str(Path(self.block.basepath).resolve())
+        return fsspec.filesystem("file"), str(Path(self.block.basepath or ".").resolve())
 
     def exists(self, name: str) -> bool:
         filesystem, root = self._filesystem()
@@ -64,7 +64,7 @@ class StateStore:
     def read(self, name: str) -> Optional[bytes]:
         if not self.exists(name):
             return None
-        return self.block.read_path(self._key(name))
+        return self.block.read_path(self._key(name))  # type: ignore[return-value]  # sync_compatible: bytes when called sync
 
     def write(self, name: str, content: bytes) -> None:
         try:
@@ -154,10 +154,13 @@ class StateStore:
         if "manifest.json" not in staged:
             raise StateStoreError(f"state store for {self.environment!r} has no staged state of run {run_id}")
         for name in STATE_FILES:
-            if name in staged:
-                self.write(f"latest/{name}", self.read(f"runs/{run_id}/{name}"))
-            else:
+            if name not in staged:
                 self.delete(f"latest/{name}")  # never pair this run's manifest with an older run's sources.json
+                continue
+            content = self.read(f"runs/{run_id}/{name}")
+            if content is None:
+                raise StateStoreError(f"state store for {self.environment!r}: {name} of run {run_id} vanished")
+            self.write(f"latest/{name}", content)
         if docs_dir is not None and docs_dir.exists():
             for page in ("static_index.html", "index.html", "catalog.json"):
                 if (docs_dir / page).exists():

@@ -54,7 +54,7 @@ def dbt_deps(run: ProductionRun) -> StepResult:
 
 def source_freshness(run: ProductionRun) -> StepResult:
     logger = get_run_logger()
-    manifest = run.live.manifest
+    manifest = run.live.parsed_manifest
     if not sources_with_freshness(manifest):
         undatable = undatable_sources(manifest)
         if undatable:  # dbt would fail each of them: "no 'loaded_at_field' provided and <adapter> ..."
@@ -92,7 +92,7 @@ def parse_and_select(run: ProductionRun) -> Selection:
     if options.select or options.exclude:
         candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE_TYPES)
     else:  # what `dbt ls --resource-type model seed snapshot` lists, without a second of dbt to list it
-        candidates = {u for u, node in live.manifest.nodes.items() if node.resource_type.value in BUILDABLE_TYPES}
+        candidates = {u for u, node in live.parsed_manifest.nodes.items() if node.resource_type.value in BUILDABLE_TYPES}
     if options.select and not candidates:
         logger.warning("The selection %s matches no model, seed or snapshot: nothing to build.", options.select)
     return Selection(candidates)
@@ -102,7 +102,7 @@ def apply_gate(run: ProductionRun, selection: Selection) -> Plan:
     """Narrow the selection to what is downstream of fresher or changed sources, or changed code,
     split into layers."""
     logger = get_run_logger()
-    manifest = run.live.manifest
+    manifest = run.live.parsed_manifest
     candidates = set(selection.candidates)
     rebuild = _changed_undated_sources(run)
     gate_reason = _gate_off_reason(run)
@@ -132,7 +132,7 @@ def _changed_undated_sources(run: ProductionRun) -> set[str]:
     """The sources without freshness that changed since the last published build, or that no signal
     can date. Their signals now are kept in the journal, for save_state to store with this build."""
     logger = get_run_logger()
-    manifest = run.live.manifest
+    manifest = run.live.parsed_manifest
     undated = source_tables(manifest, sources_without_freshness(manifest))
     signals = read_signals(warehouse_for(run.environment), undated)
     run.journal.data["source_signals"] = signals
@@ -151,7 +151,7 @@ def _changed_undated_sources(run: ProductionRun) -> set[str]:
 
 def _provably_nothing_new(run: ProductionRun, rebuild: set[str]) -> bool:
     """The gate's answer is "nothing", decided without loading the previous manifest (see freshness.py)."""
-    manifest = run.live.manifest
+    manifest = run.live.parsed_manifest
     if rebuild:
         return False
     saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
@@ -170,7 +170,7 @@ def _gate_off_reason(run: ProductionRun) -> str:
         return "full_refresh bypasses it"
     if not run.store.has_state():
         return "no previous state yet, so everything is built"
-    if sources_with_freshness(run.live.manifest) and not run.store.exists("latest/sources.json"):
+    if sources_with_freshness(run.live.parsed_manifest) and not run.store.exists("latest/sources.json"):
         return "the previous run saved no sources.json"
     return ""
 
@@ -178,7 +178,7 @@ def _gate_off_reason(run: ProductionRun) -> str:
 def source_tests(run: ProductionRun) -> StepResult:
     """Tests of the sources, before anything reads them; those of sources that the project's own
     seeds load run with the first layer instead, once the seeds are loaded (see layers.py)."""
-    manifest = run.live.manifest
+    manifest = run.live.parsed_manifest
     graph = Graph(manifest)
     has_tests = any(
         all(graph.resource_type.get(p) == "source" and p not in graph.loaded_by for p in graph.parents[t])
@@ -309,7 +309,7 @@ def save_state(run: ProductionRun) -> Path:
     if sources.exists():
         files["sources.json"] = sources
     fingerprint = run.run_dir / FINGERPRINT_FILE
-    fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.manifest)}))
+    fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.parsed_manifest)}))
     files[FINGERPRINT_FILE] = fingerprint
     signals = run.run_dir / SIGNALS_FILE  # read before the build by the gate: what this build saw
     signals.write_text(json.dumps(run.journal.data.get("source_signals", {}), sort_keys=True))

@@ -245,7 +245,7 @@ def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its ru
     orphans = [v.id for v in registry.versions.values() if v.status == "building"
                or (v.status == "ready" and warehouse is not None)]
     for version_id in orphans:
-        if registry.versions[version_id].status == "ready":
+        if warehouse is not None and registry.versions[version_id].status == "ready":  # chosen only with one
             restore_live(warehouse, registry, registry.versions[version_id])
         registry.versions[version_id].status = "failed"
         registry.versions[version_id].note = note

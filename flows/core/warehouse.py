@@ -28,6 +28,7 @@ class Relation:
 
 
 class Dialect:
+    name: str  # each dialect names itself ("duckdb", "databricks")
     quote_char = '"'
     catalog: Optional[str] = None
 
@@ -119,6 +120,7 @@ class DatabricksDialect(Dialect):
 
     name = "databricks"
     quote_char = "`"
+    catalog: str
 
     def __init__(self, catalog: str):
         self.catalog = safe_identifier(catalog, "catalog")

@@ -31,7 +31,7 @@ from flows.core.dbt import DbtCommandError, DbtProject, StepResult
 from flows.core.lock import PublishLock
 from flows.core.run import bundled_project_dir
 from flows.core.state_store import StateStore
-from flows.core.steps import StepFailed
+from flows.core.steps import StepFailed, install_packages
 
 AdhocCommand = Literal[
     "build", "run", "test", "seed", "snapshot", "source freshness", "docs generate", "retry", "ls"
@@ -66,9 +66,7 @@ def check_request(environment: str, command: str, select: list[str], exclude: li
 @task(name="check selection", cache_policy=NO_CACHE)
 def check_selection(project: DbtProject, select: list[str], exclude: list[str]) -> int:
     """Parse once, then resolve the selection with dbt ls: a bad selector fails here, not mid-run."""
-    installed = project.install_packages()  # a fresh checkout cannot parse before `dbt deps`
-    if not installed.success:
-        raise StepFailed("dbt deps", installed)
+    install_packages(project)  # a fresh checkout cannot parse before `dbt deps`
     project.parse()
     try:
         return len(project.list_ids(select or None, exclude or None))

@@ -27,7 +27,7 @@ from flows.core.dbt import StepResult
 from flows.core.slim_ci import (
     CiPlan, CiReport, CiSession, ci_work_dir, open_ci, plan, pr_schemas, report_markdown, summarize,
 )
-from flows.core.steps import StepFailed
+from flows.core import steps
 from flows.core.warehouse import warehouse_for
 
 
@@ -38,10 +38,7 @@ class SlimCiFailed(RuntimeError):
 @task(name="dbt deps", cache_policy=NO_CACHE)
 def install_packages(session: CiSession) -> StepResult:
     """A PR's fresh checkout has no dbt_packages/: it cannot parse before `dbt deps`."""
-    result = session.project.install_packages()
-    if not result.success:
-        raise StepFailed("dbt deps", result)
-    return result
+    return steps.install_packages(session.project)
 
 
 @task(name="select changes", cache_policy=NO_CACHE)

@@ -258,6 +258,13 @@ GATED_PROJECT = {
 }
 
 
+def _gated_run(lakehouse_home: Path, project: Path) -> set[str]:
+    """A production run of `project` that must complete: what it rebuilt (nothing, if the gate said so)."""
+    state = production_run(environment="local", project_dir=str(project), return_state=True)
+    assert state.is_completed(), state.message
+    return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
+
+
 def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehouse_home, tmp_path, caplog):
     project = _write_project(tmp_path / "gated", GATED_PROJECT)
     with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
@@ -265,9 +272,7 @@ def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehou
         connection.execute("create table landing.people as select 1 as person_id, now() as loaded_at")
 
     def run() -> set[str]:
-        state = production_run(environment="local", project_dir=str(project), return_state=True)
-        assert state.is_completed(), state.message
-        return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
+        return _gated_run(lakehouse_home, project)
 
     assert run() == {"model.gated.people", "model.gated.people_count", "model.gated.constant"}
     assert run() == set()
@@ -311,9 +316,7 @@ def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehous
         connection.execute("create table landing.labels as select 'a' as label, now() - interval 1 hour as received_at")
 
     def run() -> set[str]:
-        state = production_run(environment="local", project_dir=str(project), return_state=True)
-        assert state.is_completed(), state.message
-        return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
+        return _gated_run(lakehouse_home, project)
 
     assert run() == {"model.query_dated.events_daily", "model.query_dated.labels_named"}
     assert run() == set()  # both sources dated and not fresher: nothing downstream is rebuilt

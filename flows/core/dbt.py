@@ -105,10 +105,10 @@ def combined(first: StepResult, then: StepResult) -> StepResult:
     saved state (built from run_results) holds every node the report shows."""
     run_results = first.run_results
     if then.run_results:
-        run_results = {**(first.run_results or then.run_results),
-                       "results": [*(first.run_results or {}).get("results", []), *then.run_results["results"]],
-                       "elapsed_time": (first.run_results or {}).get("elapsed_time", 0)
-                       + then.run_results.get("elapsed_time", 0)}
+        before = first.run_results or {}
+        run_results = {**(before or then.run_results),  # dbt's metadata and args of the first command
+                       "results": [*before.get("results", []), *then.run_results["results"]],
+                       "elapsed_time": before.get("elapsed_time", 0) + then.run_results.get("elapsed_time", 0)}
     return StepResult(first.command, first.success and then.success, first.seconds + then.seconds,
                       [*first.nodes, *then.nodes], first.skipped_reason, run_results)
 

@@ -73,8 +73,7 @@ def sources_with_freshness(manifest: Manifest) -> set[str]:
     metadata = adapter_dates_from_metadata(manifest.metadata.adapter_type)
     return {
         unique_id for unique_id, source in manifest.sources.items()
-        if source.freshness
-        and (_counts(source.freshness.warn_after) or _counts(source.freshness.error_after))
+        if _has_threshold(source)
         and (source.loaded_at_query or source.loaded_at_field or metadata)
     }
 
@@ -85,12 +84,14 @@ def undatable_sources(manifest: Manifest) -> list[str]:
     dated = sources_with_freshness(manifest)
     return sorted(
         f"{s.source_name}.{s.name}" for u, s in manifest.sources.items()
-        if u not in dated and s.freshness and (_counts(s.freshness.warn_after) or _counts(s.freshness.error_after))
+        if u not in dated and _has_threshold(s)
     )
 
 
-def _counts(threshold) -> bool:
-    return bool(threshold and threshold.count)  # a threshold may be null
+def _has_threshold(source) -> bool:
+    """A warn_after or error_after with a count (either may be null)."""
+    freshness = source.freshness
+    return bool(freshness and any(t and t.count for t in (freshness.warn_after, freshness.error_after)))
 
 
 @lru_cache(maxsize=None)

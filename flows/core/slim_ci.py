@@ -117,8 +117,6 @@ class CiPlan:
 def plan(session: CiSession) -> CiPlan:
     """`state:modified+` deferred to the base state, or a full build when there is no state."""
     project = session.project
-    if project.manifest is None:
-        project.parse()
     graph = Graph(project.parsed_manifest)
     snapshots = graph.of_type("snapshot")
     if session.slim:

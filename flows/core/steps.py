@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, StepResult, combined
+from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, DbtProject, StepResult, combined
 from flows.core.freshness import (
     fresher_sources, gate_selectors, parse_fingerprint, raise_if_stale, read_report, sources_with_freshness,
     sources_without_freshness, undatable_sources,
@@ -48,8 +48,13 @@ def _checked(step: str, result: StepResult) -> StepResult:
     return result
 
 
+def install_packages(project: DbtProject) -> StepResult:
+    """`dbt deps` where the project declares packages; a failure fails the step, naming it."""
+    return _checked("dbt deps", project.install_packages())
+
+
 def dbt_deps(run: ProductionRun) -> StepResult:
-    return _checked("dbt deps", run.live.install_packages())
+    return install_packages(run.live)
 
 
 def source_freshness(run: ProductionRun) -> StepResult:

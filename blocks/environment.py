@@ -16,13 +16,14 @@ from prefect_databricks import DatabricksCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from blocks.local import local_paths
+from flows.errors import InputError
 
 LOCAL = "local"
 EnvironmentName = Literal["local", "dev", "staging", "prod"]  # the dropdown operators pick from
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-class EnvironmentConfigError(ValueError):
+class EnvironmentConfigError(InputError):
     """Bad environment input: raised before any dbt work starts."""
 
 

@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import yaml
 from pydantic import SecretStr
 
-from blocks.environment import DbtEnvironment, safe_identifier
+from blocks.environment import DbtEnvironment, EnvironmentConfigError, safe_identifier
 from blocks.host import host_identity, process_gone, process_start
 
 TOKEN_VAR = "DBT_ENV_SECRET_DATABRICKS_TOKEN"
@@ -78,7 +78,7 @@ def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[
         target["token"] = "{{ env_var('%s') }}" % TOKEN_VAR
         secrets[TOKEN_VAR] = _secret(credentials.token)
     else:
-        raise ValueError(
+        raise EnvironmentConfigError(
             f"environment {environment.name!r}: its Databricks credentials hold neither a token "
             "nor an OAuth client_id/client_secret"
         )

@@ -29,9 +29,10 @@ from blocks.profile import rendered_profile
 from flows.core.artifacts import RunReport, artifact_key, failures_markdown, markdown_table
 from flows.core.dbt import DbtCommandError, DbtProject, StepResult
 from flows.core.lock import PublishLock
-from flows.core.run import bundled_project_dir
+from flows.core.run import project_folder
 from flows.core.state_store import StateStore
 from flows.core.steps import StepFailed, install_packages
+from flows.errors import InputError
 
 AdhocCommand = Literal[
     "build", "run", "test", "seed", "snapshot", "source freshness", "docs generate", "retry", "ls"
@@ -41,26 +42,19 @@ TAKES_FULL_REFRESH = {"build", "run", "seed"}
 TAKES_NO_SELECTION = {"retry"}  # dbt retry re-runs exactly what failed last time
 
 
-class AdhocInputError(ValueError):
-    """Bad operator input, raised before any dbt work."""
-
-
 def check_request(environment: str, command: str, select: list[str], exclude: list[str],
                   full_refresh: bool, confirm_prod: bool, project_dir: Optional[str]) -> Path:
     """Every check that needs no environment and no dbt; returns the project folder."""
     if environment == "prod" and not confirm_prod:
-        raise AdhocInputError(
+        raise InputError(
             f"refusing to run `dbt {command}` against prod without confirm_prod=True: "
             "tick 'confirm_prod' to confirm you mean prod"
         )
     if full_refresh and command not in TAKES_FULL_REFRESH:
-        raise AdhocInputError(f"full_refresh applies to {sorted(TAKES_FULL_REFRESH)}, not to `dbt {command}`")
+        raise InputError(f"full_refresh applies to {sorted(TAKES_FULL_REFRESH)}, not to `dbt {command}`")
     if command in TAKES_NO_SELECTION and (select or exclude):
-        raise AdhocInputError(f"`dbt {command}` takes no select/exclude: it re-runs what failed in the last run")
-    path = Path(project_dir) if project_dir else bundled_project_dir()
-    if not (path / "dbt_project.yml").exists():
-        raise AdhocInputError(f"project_dir {str(path)!r} has no dbt_project.yml")
-    return path.resolve()
+        raise InputError(f"`dbt {command}` takes no select/exclude: it re-runs what failed in the last run")
+    return project_folder(project_dir)
 
 
 @task(name="check selection", cache_policy=NO_CACHE)
@@ -71,7 +65,7 @@ def check_selection(project: DbtProject, select: list[str], exclude: list[str]) 
     try:
         return len(project.list_ids(select or None, exclude or None))
     except DbtCommandError as error:
-        raise AdhocInputError(str(error)) from None
+        raise InputError(str(error)) from None
 
 
 @task(name="dbt command", cache_policy=NO_CACHE)

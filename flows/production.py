@@ -1,6 +1,6 @@
 """The nightly production run of a dbt project: the runbook, one named task per step.
 
-    deps → source freshness → freshness gate → source tests → seeds → snapshots
+    deps → source freshness → freshness gate → source tests → prepare version → seeds → snapshots
     → one build per layer (tested before the next) → docs → save state → publish → promote state
 
 `python -m flows.production --help` runs it locally.
@@ -8,11 +8,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any, Optional, get_args
+from typing import Any, Optional
 
-import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -20,8 +18,9 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 from pydantic import PositiveInt
 
-from flows.core import publishing, steps
+from flows.core import dry_run, publishing, steps
 from flows.core.artifacts import find_regressions, publish_artifacts
+from flows.core.cli import flow_parser, run_from_shell
 from flows.core.dbt import StepResult
 from flows.core.layers import Plan
 from blocks.environment import EnvironmentName
@@ -78,14 +77,23 @@ def freshness_gate(run, selection) -> Plan:
     return _journaled_plan(run, lambda: steps.apply_gate(run, selection))
 
 
+@task(name="plan only", cache_policy=NO_CACHE)
+def plan_only_report(run, selection) -> str:
+    return dry_run.post_plan(run, selection)
+
+
 @_step("source tests")
 def source_tests(run):
     return steps.source_tests(run)
 
 
+@_step("prepare version")
+def prepare_version(run, plan: Plan):
+    return publishing.prepare_version(run, plan)
+
+
 @_step("seeds")
 def seeds(run, plan: Plan):
-    publishing.prepare_version(run, plan)
     return steps.seeds(run, plan)
 
 
@@ -122,14 +130,9 @@ def _journaled_plan(run: ProductionRun, make_plan) -> Plan:
     """The plan of the first attempt, so a flow retry builds the same nodes."""
     saved = run.journal.data.get("plan")
     if saved:
-        from flows.core.layers import Stage
-        return Plan(set(saved["seeds"]), set(saved["snapshots"]),
-                    [Stage(s["name"], set(s["nodes"]), set(s["tests"])) for s in saved["layers"]], saved["empty"])
+        return Plan.from_json(saved)
     plan = make_plan()
-    run.journal.data["plan"] = {
-        "seeds": sorted(plan.seeds), "snapshots": sorted(plan.snapshots), "empty": plan.empty_layers,
-        "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in plan.layers],
-    }
+    run.journal.data["plan"] = plan.to_json()
     run.journal.save()
     return plan
 
@@ -152,6 +155,7 @@ def production_run(
     node_tasks: bool = False,
     allow_shrink: bool = False,
     keep_failed_version: bool = False,
+    plan_only: bool = False,
 ):
     """Run the dbt project in production: fresh sources only, layer by layer, tested, then published.
 
@@ -172,12 +176,15 @@ def production_run(
         node_tasks: One Prefect task run per dbt node (prefect-dbt's runner). Slower; off by default.
         allow_shrink: Publish even when the audit sees a relation shrink or empty.
         keep_failed_version: Keep a failed version's schema for debugging instead of dropping it.
+        plan_only: Only say what a run would build now, and why: parse, check freshness, apply the gate,
+            post the plan. Builds nothing, takes no lock, writes no state.
     """
     options = RunOptions(
         environment=environment, project_dir=project_dir, select=select, exclude=exclude,
         full_refresh=full_refresh, vars=vars, layers=layers, freshness_gate=freshness_gate,
         run_snapshots=run_snapshots, generate_docs=generate_docs, publish=publish, fail_fast=fail_fast,
         threads=threads, node_tasks=node_tasks, allow_shrink=allow_shrink, keep_failed_version=keep_failed_version,
+        plan_only=plan_only,
     )
     logger = get_run_logger()
     with open_run(options, str(flow_run.id or "local")) as run:
@@ -190,8 +197,8 @@ def production_run(
             raise
         _report(run.report, docs_url=_docs_url(run))
         logger.info("Outcome: %s.", run.report.outcome)
-        if run.report.outcome == "nothing to rebuild":
-            return Completed(message="nothing to rebuild")
+        if run.report.outcome == "nothing to rebuild" or plan_only:
+            return Completed(message=run.report.outcome)
         return run.report.outcome
 
 
@@ -210,11 +217,15 @@ def _run_book(run: ProductionRun) -> None:
     dbt_deps(run)
     selection = parse_and_select(run)
     source_freshness(run)
+    if run.options.plan_only:
+        run.report.outcome = plan_only_report(run, selection)
+        return
     plan = freshness_gate(run, selection)
     if plan.is_empty():
         run.report.outcome = "nothing to rebuild"
         return
     source_tests(run)
+    prepare_version(run, plan)  # blue-green: record the version, clean up orphans, copy incremental models
     seeds(run, plan)
     snapshots(run, plan)
     for stage in plan.layers:
@@ -235,43 +246,10 @@ def _docs_url(run: ProductionRun) -> Optional[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m flows.production`: the flow from a shell, options mapping to its parameters."""
-    from prefect.utilities.callables import parameter_docstrings
-
-    docs = parameter_docstrings(production_run.fn.__doc__)
-    parser = argparse.ArgumentParser(prog="python -m flows.production",
-                                     description=production_run.fn.__doc__.splitlines()[0])
-    def option(flag: str, name: str, **kw) -> None:
-        help_text = docs.get(name, "")
-        parser.add_argument(flag, dest=name, help=f"turn off: {help_text}" if flag.startswith("--no-") else help_text, **kw)
-
-    option("--environment", "environment", default="local", choices=get_args(EnvironmentName))
-    option("--project-dir", "project_dir", default=None)
-    option("--select", "select", nargs="*", default=[])
-    option("--exclude", "exclude", nargs="*", default=[])
-    option("--vars", "vars", default="{}", metavar="YAML")
-    option("--threads", "threads", type=int, default=None)
-    for name in ("full_refresh", "node_tasks", "allow_shrink", "keep_failed_version"):
-        option("--" + name.replace("_", "-"), name, action="store_true")
-    for name in ("freshness_gate", "run_snapshots", "generate_docs", "publish", "fail_fast"):
-        flag = {"run_snapshots": "snapshots", "generate_docs": "docs"}.get(name, name)
-        option("--no-" + flag.replace("_", "-"), name, action="store_false")
-    args = parser.parse_args(argv)
-    parameters = vars(args)
-    try:
-        parameters["vars"] = yaml.safe_load(args.vars) or {}
-    except yaml.YAMLError as error:
-        parser.error(f"--vars is not valid YAML/JSON: {error}")
-    if not isinstance(parameters["vars"], dict):
-        parser.error(f"--vars must be a mapping, got {type(parameters['vars']).__name__}: {args.vars!r}")
-    try:
-        state = production_run(**parameters, return_state=True)
-    except Exception as error:  # the engine could not record the run's state: the Prefect API is unreachable
-        print(f"production_run: its final state could not be recorded in the Prefect API "
-              f"({type(error).__name__}: {error}); the run's own log above says how far it got", file=sys.stderr)
-        return 1
-    print(f"production_run: {state.name}" + (f": {state.message}" if state.message else ""))
-    return 0 if state.is_completed() else 1
+    """`python -m flows.production`: the flow from a shell, one option per parameter (flows/core/cli.py)."""
+    parser = flow_parser(production_run, prog="python -m flows.production",
+                         aliases={"run_snapshots": "snapshots", "generate_docs": "docs"})
+    return run_from_shell(production_run, vars(parser.parse_args(argv)), "production_run")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shutil
 import sys
-from typing import Optional, get_args
+from typing import Optional
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -23,15 +24,17 @@ from pydantic import PositiveInt
 
 from blocks.environment import EnvironmentName, load_environment
 from flows.core.artifacts import artifact_key
+from flows.core.cli import flow_parser, run_from_shell
 from flows.core.dbt import StepResult
 from flows.core.slim_ci import (
     CiPlan, CiReport, CiSession, ci_work_dir, open_ci, plan, pr_schemas, report_markdown, summarize,
 )
 from flows.core import steps
 from flows.core.warehouse import warehouse_for
+from flows.errors import RunFailure
 
 
-class SlimCiFailed(RuntimeError):
+class SlimCiFailed(RunFailure):
     """A model or test of the PR failed; the report artifact lists which."""
 
 
@@ -133,43 +136,19 @@ def drop_ci_schema(pr_number: PositiveInt, environment: EnvironmentName = "stagi
     return schemas
 
 
-def _positive_int(what: str):
-    def parse(text: str) -> int:
-        try:
-            number = int(text)
-        except ValueError:
-            number = 0
-        if number < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
-        return number
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m flows.slim_ci", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pr-number", type=_positive_int("PR number"), required=True,
-                        help="the pull request's number; it builds into <schema>_pr_<number>")
-    parser.add_argument("--environment", default="staging", choices=get_args(EnvironmentName),
-                        help="where the PR builds (default: staging)")
-    parser.add_argument("--base-environment", default="prod", choices=get_args(EnvironmentName),
-                        help="whose saved state is compared against and deferred to (default: prod)")
-    parser.add_argument("--project-dir", default=None, help="the PR's dbt project (default: ./dbt_project)")
-    parser.add_argument("--threads", type=_positive_int("threads"), default=None, metavar="N",
-                        help="dbt threads (default: the environment's)")
+    """slim_ci's parameters (flows/core/cli.py), and `--drop` to run drop_ci_schema with those it takes."""
+    parser = flow_parser(slim_ci, prog="python -m flows.slim_ci", description=__doc__.split("\n\n")[0])
     parser.add_argument("--drop", action="store_true", help="drop the PR's schemas instead (on PR close)")
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.drop:
-        state = drop_ci_schema(pr_number=args.pr_number, environment=args.environment, return_state=True)
-    else:
-        state = slim_ci(pr_number=args.pr_number, environment=args.environment,
-                        base_environment=args.base_environment, project_dir=args.project_dir,
-                        threads=args.threads, return_state=True)
-    print(f"{'drop_ci_schema' if args.drop else 'slim_ci'}: {state.name}: {state.message or ''}".rstrip(": "))
-    return 0 if state.is_completed() else 1
+    parameters = vars(build_parser().parse_args(argv))
+    if parameters.pop("drop"):
+        takes = inspect.signature(drop_ci_schema.fn).parameters
+        return run_from_shell(drop_ci_schema, {k: v for k, v in parameters.items() if k in takes}, "drop_ci_schema")
+    return run_from_shell(slim_ci, parameters, "slim_ci")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from blocks.environment import builtin_local
-from flows.adhoc import AdhocInputError, adhoc_dbt
+from flows.adhoc import adhoc_dbt
+from flows.errors import InputError
 from flows.core.warehouse import warehouse_for
 
 
@@ -34,7 +35,7 @@ def test_build_one_model_with_its_tests(landed_home):
 def test_invalid_selector_fails_before_running(landed_home):
     state = adhoc_dbt(environment="local", command="build", select=["no_such_method:x"], return_state=True)
     assert state.is_failed()
-    with pytest.raises(AdhocInputError, match="invalid selection"):
+    with pytest.raises(InputError, match="invalid selection"):
         state.result()
     assert not (landed_home / "work" / "local" / "adhoc-target" / "run_results.json").exists()
 
@@ -46,7 +47,7 @@ def test_a_selector_that_matches_nothing_completes_with_a_warning(landed_home):
 
 
 def test_prod_needs_confirmation_before_any_work(lakehouse_home):
-    with pytest.raises(AdhocInputError, match="confirm_prod=True"):
+    with pytest.raises(InputError, match="confirm_prod=True"):
         adhoc_dbt(environment="prod", command="build", select=["stg_customers"])
     assert not any(lakehouse_home.iterdir())
 
@@ -57,7 +58,7 @@ def test_prod_needs_confirmation_before_any_work(lakehouse_home):
     ("build", {"project_dir": "/nonexistent"}, "has no dbt_project.yml"),
 ])
 def test_flags_the_command_does_not_take_are_refused(lakehouse_home, command, kwargs, message):
-    with pytest.raises(AdhocInputError, match=message):
+    with pytest.raises(InputError, match=message):
         adhoc_dbt(environment="local", command=command, **kwargs)
 
 

@@ -265,7 +265,38 @@ def _gated_run(lakehouse_home: Path, project: Path) -> set[str]:
     return set() if state.message == "nothing to rebuild" else _rebuilt(lakehouse_home)
 
 
-def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehouse_home, tmp_path, caplog):
+def _untouched(lakehouse_home: Path) -> dict:
+    """What a plan-only run must leave as it was: every file of the state store (the publish lock's
+    included) and every row of every warehouse table."""
+    store = lakehouse_home / "state" / "local"
+    files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+    tables = _query(lakehouse_home, "select table_schema, table_name from information_schema.tables")
+    rows = {(schema, name): sorted(map(str, _query(lakehouse_home, f'select * from "{schema}"."{name}"')))
+            for schema, name in tables}
+    return {"files": files, "rows": rows}
+
+
+def _plan_only(lakehouse_home: Path, project: Path, monkeypatch) -> dict[str, str]:
+    """A plan-only run of `project` that leaves state, warehouse and lock untouched: its plan, node -> why."""
+    import re
+
+    import flows.core.run
+
+    class NoLock:
+        def __init__(self, *args):
+            raise AssertionError("a plan-only run took the publish lock")
+
+    before = _untouched(lakehouse_home)
+    with monkeypatch.context() as patched:
+        patched.setattr(flows.core.run, "PublishLock", NoLock)
+        state = production_run(environment="local", project_dir=str(project), plan_only=True, return_state=True)
+    assert state.is_completed() and state.message.startswith("plan only"), state.message
+    assert _untouched(lakehouse_home) == before
+    (plan,) = _artifacts_by_key(state)[artifact_key("local", "plan")]
+    return dict(re.findall(r"^\| `([^`]+)` \| \w+ \| \w+ \| (.+?) \|$", plan.data, flags=re.M))
+
+
+def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehouse_home, tmp_path, caplog, monkeypatch):
     project = _write_project(tmp_path / "gated", GATED_PROJECT)
     with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
         connection.execute("create schema landing")
@@ -278,7 +309,10 @@ def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehou
     assert run() == set()
     assert "the project is unchanged since the last build" in caplog.text  # decided without dbt ls
     (project / "models" / "people.sql").write_text("select person_id, 'x' as tag from {{ source('landing', 'people') }}")
-    assert run() == {"model.gated.people", "model.gated.people_count"}
+    planned = _plan_only(lakehouse_home, project, monkeypatch)
+    assert planned == {"model.gated.people": "changed since the last build: models/people.sql",
+                       "model.gated.people_count": "downstream of changed people"}
+    assert run() == set(planned)  # the plan is what the next real run builds
     assert _query(lakehouse_home, "select tag from main.people") == [("x",)]
     assert run() == set()
 
@@ -308,7 +342,7 @@ QUERY_DATED_PROJECT = {
 }
 
 
-def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehouse_home, tmp_path, caplog):
+def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehouse_home, tmp_path, caplog, monkeypatch):
     project = _write_project(tmp_path / "query_dated", QUERY_DATED_PROJECT)
     with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
         connection.execute("create schema landing")
@@ -322,7 +356,9 @@ def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehous
     assert run() == set()  # both sources dated and not fresher: nothing downstream is rebuilt
     with duckdb.connect(str(lakehouse_home / "warehouse.duckdb")) as connection:
         connection.execute("insert into landing.events select 2, now()")
-    assert run() == {"model.query_dated.events_daily"}
+    planned = _plan_only(lakehouse_home, project, monkeypatch)
+    assert planned == {"model.query_dated.events_daily": "downstream of fresher source landing.events"}
+    assert run() == set(planned)
     assert _query(lakehouse_home, "select events from main.events_daily") == [(2,)]
 
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.core.dbt import NodeResult, StepResult
+from flows.core.dbt import BUILDABLE, NodeResult, StepResult
 from flows.core.freshness import SourceFreshness
 from flows.errors import cause_line
 
@@ -75,7 +75,7 @@ class RunReport:
 def model_timings(report: RunReport) -> list[dict]:
     rows = [
         {"node": n.name, "type": n.resource_type, "status": n.status, "seconds": round(n.execution_time, 3)}
-        for n in report.nodes if n.resource_type in {"model", "seed", "snapshot"}
+        for n in report.nodes if n.resource_type in BUILDABLE
     ]
     return sorted(rows, key=lambda r: r["seconds"], reverse=True)
 
@@ -139,10 +139,16 @@ def summary_markdown(report: RunReport) -> str:
 
 
 def failures_markdown(report: RunReport) -> str:
+    return failures_table(report.failures)
+
+
+def failures_table(failures: list[NodeResult]) -> str:
+    """The one table of failing nodes (production, ad-hoc and slim CI): the line that explains each, and
+    where its compiled SQL is."""
     return markdown_table(
         ["node", "type", "status", "cause", "compiled SQL"],
         [[f.name, f.resource_type, f.status, cause_line(f.message, limit=500), f"`{f.compiled_path}`" if f.compiled_path else ""]
-         for f in report.failures],
+         for f in failures],
     )
 
 

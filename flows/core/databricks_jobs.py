@@ -30,6 +30,7 @@ from prefect_databricks.models.jobs import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from blocks.environment import DbtEnvironment, EnvironmentConfigError
+from flows.errors import InputError, RunFailure
 
 DbtCommand = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^dbt\s+\S")]
 # Jobs API: "All commands must start with `dbt`. This parameter must not be empty. A maximum of up to 10."
@@ -40,7 +41,7 @@ GitBranch = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 
 def _inside_repository(path: str) -> str:
     if path.startswith("/") or ".." in path.split("/"):
-        raise ValueError(f"project_directory must be a path inside the repository, got {path!r}")
+        raise InputError(f"project_directory must be a path inside the repository, got {path!r}")
     return path
 
 
@@ -165,8 +166,8 @@ def task_key_of(task: Any) -> str:
     return str(getattr(task.task_key, "root", task.task_key))  # prefect-databricks wraps it in a RootModel
 
 
-class DatabricksRunFailed(RuntimeError):
-    pass
+class DatabricksRunFailed(RunFailure):
+    """The Databricks job run ended in a failed state."""
 
 
 class DatabricksRunTimedOut(DatabricksRunFailed):

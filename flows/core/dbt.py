@@ -24,9 +24,11 @@ from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 
 from blocks.profile import RenderedProfile
+from flows.errors import InputError, RunFailure
 
 BUILDABLE = ("model", "seed", "snapshot")  # what a run materialises
-EXECUTED = (*BUILDABLE, "test", "unit_test")  # what `dbt build` runs for them: the only nodes we ever select
+TESTS = ("test", "unit_test")  # data tests and unit tests
+EXECUTED = (*BUILDABLE, *TESTS)  # what `dbt build` runs for them: the only nodes we ever select
 # dbt matches every `--select` term against every node: an explicit list of N node
 # selectors costs O(N x nodes) (~14 us each: 2,000 of them on a 2,000-node project took
 # ~55 s). Above this many terms, checking a covering selector with one `ls` (~1 s) pays.
@@ -45,7 +47,7 @@ FAILED_STATUSES = {"error", "fail", "runtime error"}
 NEEDS_NO_MANIFEST = {"deps", "clean", "debug"}
 
 
-class DbtCommandError(RuntimeError):
+class DbtCommandError(RunFailure):
     """dbt itself failed (parse error, bad selector, crash) rather than a node."""
 
 
@@ -133,7 +135,7 @@ def fqn_selector(manifest: Manifest, unique_id: str) -> str:
     unit tests (their fqn continues with the test's name) and, unversioned, all its versions."""
     node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
     if node is None or resource_type_of(unique_id) not in EXECUTED:
-        raise ValueError(f"{unique_id} is not a node dbt builds: it cannot be selected on its own")
+        raise InputError(f"{unique_id} is not a node dbt builds: it cannot be selected on its own")
     return "fqn:" + ".".join(node.fqn)
 
 

@@ -19,16 +19,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime, timezone
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from dbt.contracts.graph.manifest import Manifest
 
-from flows.core.dbt import NodeResult
+from flows.core.dbt import BUILDABLE, NodeResult
+from flows.core.source_signals import changed_sources, read_signals, source_tables
+from flows.core.state_store import FINGERPRINT_FILE, SIGNALS_FILE
+from flows.core.warehouse import warehouse_for
 from flows.errors import RunFailure, cause_line
 
+if TYPE_CHECKING:  # run.py reaches this module through artifacts.py: a runtime import would be circular
+    from flows.core.run import ProductionRun
 
 
 @dataclass(frozen=True)
@@ -221,3 +227,109 @@ def fresher_sources(current: Optional[dict], previous: Optional[dict]) -> Option
 def _timestamp(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+# --- the gate's decision for one run ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the freshness gate lets through, and every input it decided on, so a plan can say why."""
+
+    candidates: frozenset[str]  # what the run builds: the selection, narrowed unless the gate is off
+    selected: int  # how many nodes the selection had before the gate
+    off_reason: str = ""  # why the gate is off ("" when it is on)
+    nothing_new: bool = False  # decided without dbt: nothing fresher or changed, fingerprint unchanged
+    fresher: frozenset[str] = frozenset()  # dated sources newer than the last published build's
+    changed: frozenset[str] = frozenset()  # undated sources whose signal changed, or that nothing dates
+    modified: Optional[frozenset[str]] = None  # state:modified nodes, when asked for (a plan-only run)
+    fingerprint: str = field(default="", compare=False)
+
+
+def decide_gate(run: "ProductionRun", selection: set[str], list_modified: bool = False) -> GateDecision:
+    """Narrow `selection` to what is downstream of fresher or changed sources, or of changed code.
+
+    `list_modified`: also ask dbt which nodes are `state:modified` themselves (one more `dbt ls`),
+    so a plan can name the changed file behind each node it builds."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    manifest = run.live.parsed_manifest
+    fingerprint = parse_fingerprint(manifest)
+    rebuild = _changed_undated_sources(run)
+    off = _gate_off_reason(run)
+    changed = frozenset(rebuild)
+    if off:
+        logger.info("Freshness gate off: %s.", off)
+        return GateDecision(frozenset(selection), len(selection), off_reason=off, changed=changed, fingerprint=fingerprint)
+    if _provably_nothing_new(run, rebuild, fingerprint):
+        logger.info("Freshness gate: no source is fresher or changed, and the project is unchanged since the last build.")
+        return GateDecision(frozenset(), len(selection), nothing_new=True, changed=changed, fingerprint=fingerprint)
+    state_dir = run.run_dir / "previous-state"
+    run.store.fetch_latest(state_dir, ("manifest.json", "sources.json"))
+    state = ["--state", str(state_dir)]
+    gated = run.live.list_ids(gate_selectors(manifest, rebuild), None, BUILDABLE, extra=state)
+    logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher or changed sources, "
+                "or changed.", len(selection & gated), len(selection))
+    fresher = fresher_sources(run.live.artifact("sources.json"), run.store.read_json("latest/sources.json", default={}))
+    modified = frozenset(run.live.list_ids(["state:modified"], None, BUILDABLE, extra=state)) if list_modified else None
+    return GateDecision(frozenset(selection & gated), len(selection), fresher=frozenset(fresher or ()), changed=changed,
+                        modified=modified, fingerprint=fingerprint)
+
+
+def gate_state_files(run: "ProductionRun") -> dict[str, Path]:
+    """What the gate of the next run compares with, written to the run dir for the state store: this
+    build's parse fingerprint, and the source signals the gate read before the build."""
+    fingerprint_file = run.run_dir / FINGERPRINT_FILE
+    fingerprint_file.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.parsed_manifest)}))
+    signals = run.run_dir / SIGNALS_FILE
+    signals.write_text(json.dumps(run.journal.data.get("source_signals", {}), sort_keys=True))
+    return {FINGERPRINT_FILE: fingerprint_file, SIGNALS_FILE: signals}
+
+
+def _changed_undated_sources(run: "ProductionRun") -> set[str]:
+    """The sources without freshness that changed since the last published build, or that no signal
+    can date. Their signals now are kept in the journal, for save_state to store with this build."""
+    from prefect.logging import get_run_logger
+
+    logger = get_run_logger()
+    manifest = run.live.parsed_manifest
+    undated = source_tables(manifest, sources_without_freshness(manifest))
+    signals = read_signals(warehouse_for(run.environment), undated)
+    run.journal.data["source_signals"] = signals
+    run.report.undatable = sorted(t.name for t in undated if signals.get(t.unique_id) is None)
+    if run.report.undatable:
+        logger.info("%d source(s) configure no freshness and give no change signal, so what reads them is "
+                    "rebuilt: %s.", len(run.report.undatable), ", ".join(run.report.undatable[:20]))
+    previous = run.store.read_json(f"latest/{SIGNALS_FILE}", default={}) if run.store.has_state() else {}
+    changed = changed_sources(signals, previous)
+    dated_changes = sorted(t.name for t in undated if t.unique_id in changed and signals.get(t.unique_id))
+    if dated_changes:
+        logger.info("Changed since the last build (no freshness configured, their signal changed): %s.",
+                    ", ".join(dated_changes[:20]))
+    return changed
+
+
+def _provably_nothing_new(run: "ProductionRun", rebuild: set[str], fingerprint: str) -> bool:
+    """The gate's answer is "nothing", decided without loading the previous manifest (see the module's doc)."""
+    manifest = run.live.parsed_manifest
+    if rebuild:
+        return False
+    saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
+    if saved.get("fingerprint") != fingerprint:
+        return False
+    if not sources_with_freshness(manifest):
+        return True
+    previous = run.store.read_json("latest/sources.json")
+    return fresher_sources(run.live.artifact("sources.json"), previous) == set()
+
+
+def _gate_off_reason(run: "ProductionRun") -> str:
+    if not run.options.freshness_gate:
+        return "freshness_gate=False"
+    if run.options.full_refresh:
+        return "full_refresh bypasses it"
+    if not run.store.has_state():
+        return "no previous state yet, so everything is built"
+    if sources_with_freshness(run.live.parsed_manifest) and not run.store.exists("latest/sources.json"):
+        return "the previous run saved no sources.json"
+    return ""

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from dbt.contracts.graph.manifest import Manifest
 
-from flows.core.dbt import fqn_selector
+from flows.core.dbt import TESTS
 from flows.core.freshness import seed_loaded_sources
 
 
@@ -44,6 +44,16 @@ class Plan:
 
     def is_empty(self) -> bool:
         return not (self.seeds or self.snapshots or any(self.layers))
+
+    def to_json(self) -> dict:
+        """For the run's journal: a flow retry builds the plan of the first attempt, not a new one."""
+        return {"seeds": sorted(self.seeds), "snapshots": sorted(self.snapshots), "empty": self.empty_layers,
+                "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in self.layers]}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> "Plan":
+        return cls(set(saved["seeds"]), set(saved["snapshots"]),
+                   [Stage(s["name"], set(s["nodes"]), set(s["tests"])) for s in saved["layers"]], saved["empty"])
 
 
 class Graph:
@@ -79,9 +89,6 @@ class Graph:
                     stack.append(parent)
         return seen
 
-    def fqn_selector(self, unique_id: str) -> str:
-        return fqn_selector(self.manifest, unique_id)
-
 
 def plan_stages(graph: Graph, candidates: set[str], layers: list[tuple[str, set[str]]]) -> Plan:
     """Order `candidates` (models, seeds, snapshots to build) into stages.
@@ -111,7 +118,7 @@ def plan_stages(graph: Graph, candidates: set[str], layers: list[tuple[str, set[
 
 def _place_tests(graph: Graph, candidates: set[str], stages: list[Stage]) -> None:
     stage_of = {node: index for index, stage in enumerate(stages) for node in stage.nodes}
-    for test in graph.of_type("test", "unit_test"):
+    for test in graph.of_type(*TESTS):
         parents = [graph.loaded_by.get(p, p) for p in graph.parents[test]]
         parents = [p for p in parents if graph.resource_type.get(p) != "source"]
         built_parents = [p for p in parents if p in candidates]

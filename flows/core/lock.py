@@ -24,12 +24,13 @@ from typing import Optional
 
 from blocks.host import host_identity, process_gone, process_start
 from flows.core.state_store import StateStore
+from flows.errors import RunFailure
 
 LOCK = "publish.lock"
 
 
-class EnvironmentLocked(RuntimeError):
-    pass
+class EnvironmentLocked(RunFailure):
+    """Another run holds the environment's publish lock: this one did nothing."""
 
 
 def _flow_run_state(flow_run_id: str):

@@ -4,9 +4,6 @@ discard it when the run fails. flows/production.py wraps them in named tasks, li
 
 from __future__ import annotations
 
-import os
-import time
-
 from prefect.logging import get_run_logger
 
 from flows.core.layers import Plan
@@ -78,7 +75,7 @@ def publish(run: ProductionRun, plan: Plan) -> str:
             ) + " — rerun with allow_shrink=True if this is expected"
         )
     registry.mark(run.version_id, "ready")  # also proves the state store still takes writes, before the flip
-    pause_for_tests(run, "flip")
+    run.pause_before("flip", run.run_dir)  # a no-op, unless a test passed open_run a hook to kill the run here
     statements = make_live(warehouse, registry, version)
     pruned = prune(warehouse, registry, run.environment.schema_name, run.environment.blue_green.keep_versions)
     run.report.versions = registry.listing()
@@ -131,13 +128,3 @@ def retries_remaining() -> bool:
         return False
     return context.flow_run.run_count <= ((context.flow.retries if context.flow else None) or 0)
 
-
-PAUSE_VARIABLE = "LAKEHOUSE_TEST_PAUSE_BEFORE"
-
-
-def pause_for_tests(run: ProductionRun, point: str) -> None:
-    """Test-only hook: with LAKEHOUSE_TEST_PAUSE_BEFORE=<point>, touch `paused-before-<point>` in the
-    run dir and sleep, so a reliability test can kill the run at that exact moment. Never set in production."""
-    if os.environ.get(PAUSE_VARIABLE) == point:
-        (run.run_dir / f"paused-before-{point}").touch()
-        time.sleep(float(os.environ.get("LAKEHOUSE_TEST_PAUSE_SECONDS", "300")))

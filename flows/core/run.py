@@ -9,9 +9,8 @@ import json
 import shutil
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,6 +23,7 @@ from flows.core.dbt import DbtProject
 from flows.core.lock import PublishLock
 from flows.core.state_store import StateStore
 from flows.core.versions import VersionRegistry, new_version_id, versioned_schema
+from flows.errors import InputError, RunFailure
 
 RUN_DIRS_KEPT = 5
 
@@ -34,6 +34,14 @@ def bundled_project_dir() -> Path:
     if (here / "dbt_project.yml").exists():
         return here
     return Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+def project_folder(project_dir: Optional[str]) -> Path:
+    """The dbt project a run works on (empty: the bundled one), refused unless it has a dbt_project.yml."""
+    path = Path(project_dir) if project_dir else bundled_project_dir()
+    if not (path / "dbt_project.yml").exists():
+        raise InputError(f"project_dir {str(path)!r} has no dbt_project.yml")
+    return path.resolve()
 
 
 def check_selector(spec: str) -> str:
@@ -63,7 +71,7 @@ def check_selector(spec: str) -> str:
             problem = "'@' and a leading '+' cannot be combined"
         else:
             continue
-        raise ValueError(f"invalid dbt selector {spec!r}" + (f" (term {term!r})" if term != spec else "") + f": {problem}")
+        raise InputError(f"invalid dbt selector {spec!r}" + (f" (term {term!r})" if term != spec else "") + f": {problem}")
     return spec
 
 
@@ -107,6 +115,7 @@ class RunOptions(BaseModel):
     node_tasks: bool = False
     allow_shrink: bool = False
     keep_failed_version: bool = False
+    plan_only: bool = False
 
     @field_validator("select", "exclude")
     @classmethod
@@ -114,10 +123,7 @@ class RunOptions(BaseModel):
         return [check_selector(spec) for spec in value]
 
     def project_path(self) -> Path:
-        path = Path(self.project_dir) if self.project_dir else bundled_project_dir()
-        if not (path / "dbt_project.yml").exists():
-            raise ValueError(f"project_dir {str(path)!r} has no dbt_project.yml")
-        return path.resolve()
+        return project_folder(self.project_dir)
 
 
 @dataclass
@@ -165,6 +171,9 @@ class ProductionRun:
     version: Optional[str]
     journal: Journal
     report: RunReport
+    # Called with a point's name ("flip") and the run dir just before it: a test passes a hook that
+    # pauses there, to kill the run at that exact moment. Production passes none.
+    pause_before: Callable[[str, Path], None] = lambda point, run_dir: None
 
     @property
     def blue_green(self) -> bool:
@@ -174,7 +183,7 @@ class ProductionRun:
     def version_id(self) -> str:
         """The version a blue-green run builds; a run that builds in place has none."""
         if self.version is None:
-            raise RuntimeError("this run builds in place: it has no blue-green version")
+            raise RunFailure("this run builds in place: it has no blue-green version")
         return self.version
 
     @property
@@ -212,7 +221,8 @@ def _prune_run_dirs(runs: Path, keep: int = RUN_DIRS_KEPT) -> None:
 
 
 @contextmanager
-def open_run(options: RunOptions, run_id: str) -> Iterator[ProductionRun]:
+def open_run(options: RunOptions, run_id: str,
+             pause_before: Optional[Callable[[str, Path], None]] = None) -> Iterator[ProductionRun]:
     """Load and check everything, lock the environment, render profiles; undo it all on exit."""
     environment = load_environment(options.environment)
     project_dir = options.project_path()
@@ -231,7 +241,8 @@ def open_run(options: RunOptions, run_id: str) -> Iterator[ProductionRun]:
     journal.save()
 
     with ExitStack() as stack:
-        if options.publish or blue_green:  # the version registry and the state are shared
+        # the version registry and the state are shared; a plan-only run writes neither
+        if (options.publish or blue_green) and not options.plan_only:
             stack.enter_context(PublishLock(store, run_id))
         live_profile = stack.enter_context(rendered_profile(environment, project_dir))
         live = DbtProject(project_dir, live_profile, work / "target", options.vars, options.threads)
@@ -245,8 +256,6 @@ def open_run(options: RunOptions, run_id: str) -> Iterator[ProductionRun]:
             options=options, environment=environment, store=store, run_id=run_id, run_dir=run_dir,
             live=live, build=build, version=version, journal=journal,
             report=RunReport(environment=environment.name, version=version),
+            **({"pause_before": pause_before} if pause_before else {}),
         )
 
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -20,20 +20,20 @@ from typing import Iterator, Literal, Optional
 from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment, safe_identifier
 from blocks.local import local_paths
 from blocks.profile import rendered_profile
-from flows.core.artifacts import markdown_table
-from flows.core.dbt import BUILDABLE, DbtProject, NodeResult, StepResult
+from flows.core.artifacts import failures_table, markdown_table
+from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector
 from flows.core.layers import Graph
-from flows.core.run import bundled_project_dir
+from flows.core.run import project_folder
 from flows.core.state_store import StateStore
 from flows.core.warehouse import Warehouse
+from flows.errors import InputError
 
 NEVER_IN_CI = ["resource_type:snapshot"]
-TEST_TYPES = {"test", "unit_test"}
 
 
 def _positive(pr_number: int) -> int:
     if isinstance(pr_number, bool) or not isinstance(pr_number, int) or pr_number < 1:
-        raise ValueError(f"pr_number must be a positive integer, got {pr_number!r}")
+        raise InputError(f"pr_number must be a positive integer, got {pr_number!r}")
     return pr_number
 
 
@@ -89,11 +89,9 @@ def open_ci(pr_number: int, environment: str, base_environment: str, project_dir
     """Check the inputs, fetch the base state, render the PR profile; clean the profile up on exit."""
     _positive(pr_number)
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
     env, base = load_environment(environment), load_environment(base_environment)
-    project_path = Path(project_dir) if project_dir else bundled_project_dir()
-    if not (project_path / "dbt_project.yml").exists():
-        raise ValueError(f"project_dir {str(project_path)!r} has no dbt_project.yml")
+    project_path = project_folder(project_dir)
     schema = pr_schema(env.schema_name, pr_number)
     work = ci_work_dir(env, pr_number)
     state_dir = work / "base-state"
@@ -128,7 +126,7 @@ def plan(session: CiSession) -> CiPlan:
                    "--defer", "--favor-state"]
         return CiPlan("slim", changed, command, left_out=changed & snapshots)
     # No state to defer to: nothing could resolve a ref to a snapshot, so its readers stay out too.
-    exclude = [*NEVER_IN_CI, *(graph.fqn_selector(s) + "+" for s in sorted(snapshots))]
+    exclude = [*NEVER_IN_CI, *(fqn_selector(graph.manifest, s) + "+" for s in sorted(snapshots))]
     left_out = project.list_ids(exclude, None, BUILDABLE) if snapshots else set()
     changed = project.list_ids(None, None, BUILDABLE) - left_out
     return CiPlan("full", changed, ["build", "--exclude", *exclude], left_out=left_out)
@@ -171,46 +169,43 @@ class CiReport:
         return f"{verdict}: {built} built, {len(self.of_role('deferred'))} deferred, in {self.schema}"
 
 
-def _parents(manifest, unique_id: str) -> list[str]:
-    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
-    return list(getattr(getattr(node, "depends_on", None), "nodes", []) or [])
-
-
 def _ephemeral(manifest, unique_id: str) -> bool:
     node = manifest.nodes.get(unique_id)
     return node is not None and node.resource_type.value == "model" and node.config.materialized == "ephemeral"
 
 
-def _relation_parents(manifest, unique_id: str) -> set[str]:
+def _relation_parents(graph: Graph, unique_id: str) -> set[str]:
     """The parents a node reads as relations: an ephemeral parent is inlined into its SQL, so what
     is read (and deferred) is that parent's own parents."""
-    found, stack, seen = set(), _parents(manifest, unique_id), set()
+    found, stack, seen = set(), list(graph.parents.get(unique_id, ())), set()
     while stack:
         parent = stack.pop()
         if parent in seen:
             continue
         seen.add(parent)
-        if _ephemeral(manifest, parent):
-            stack.extend(_parents(manifest, parent))
+        if _ephemeral(graph.manifest, parent):
+            stack.extend(graph.parents.get(parent, ()))
         else:
             found.add(parent)
     return found
 
 
-def _tested_node(manifest, unique_id: str) -> Optional[str]:
-    node = manifest.nodes.get(unique_id)
-    if node is not None and getattr(node, "attached_node", None):
-        return node.attached_node
-    parents = _parents(manifest, unique_id)
+def _tested_node(graph: Graph, unique_id: str) -> Optional[str]:
+    node = graph.manifest.nodes.get(unique_id)
+    attached: Optional[str] = getattr(node, "attached_node", None)  # a generic test's model
+    if attached:
+        return attached
+    parents = graph.parents.get(unique_id, [])
     return parents[-1] if parents else None
 
 
 def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_manifest: Optional[dict]) -> CiReport:
     """Which nodes changed, were built downstream, or were deferred, each with its tests."""
     manifest = session.project.parsed_manifest
+    graph = Graph(manifest)
     by_id = {n.unique_id: n for n in result.nodes}
     built = [n for n in result.nodes if n.resource_type in BUILDABLE]
-    tests = [n for n in result.nodes if n.resource_type in TEST_TYPES]
+    tests = [n for n in result.nodes if n.resource_type in TESTS]
     nodes: dict[str, CiNode] = {}
     for n in built:
         role: Literal["changed", "downstream"] = "changed" if n.unique_id in ci_plan.changed and ci_plan.mode == "slim" else "downstream"
@@ -221,14 +216,14 @@ def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_mani
             nodes[unique_id] = CiNode(unique_id, node.name, "model", "changed", EPHEMERAL, "(inlined into its children)")
     if ci_plan.mode == "slim":
         base_nodes = (base_manifest or {}).get("nodes", {})
-        for parent in sorted({p for n in [*built, *tests] for p in _relation_parents(manifest, n.unique_id)}):
+        for parent in sorted({p for n in [*built, *tests] for p in _relation_parents(graph, n.unique_id)}):
             if parent in nodes or parent in by_id or parent not in manifest.nodes:
                 continue  # built here, or a source (sources are read where they are)
             node = manifest.nodes[parent]
             relation = base_nodes.get(parent, {}).get("relation_name") or "(not in the base state)"
             nodes[parent] = CiNode(parent, node.name, node.resource_type.value, "deferred", "deferred", relation)
     for test in tests:
-        target = nodes.get(_tested_node(manifest, test.unique_id) or "")
+        target = nodes.get(_tested_node(graph, test.unique_id) or "")
         if target is None:
             continue
         if test.failed:
@@ -270,8 +265,5 @@ def report_markdown(report: CiReport) -> str:
             " (and with no base state, nothing that reads them can be built)" if report.mode == "full" else "")
             + ": " + ", ".join(f"`{u}`" for u in report.left_out))
     if report.failures:
-        parts.append("## Failures\n" + markdown_table(
-            ["node", "type", "status", "message", "compiled SQL"],
-            [[f.name, f.resource_type, f.status, f.message[:500], f"`{f.compiled_path}`" if f.compiled_path else ""]
-             for f in report.failures]))
+        parts.append("## Failures\n" + failures_table(report.failures))
     return "\n\n".join(parts)

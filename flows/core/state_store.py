@@ -25,6 +25,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from blocks.environment import DbtEnvironment
 from blocks.local import local_paths
+from flows.errors import RunFailure
 
 # parse_fingerprint.json: see flows/core/freshness.py
 FINGERPRINT_FILE = "parse_fingerprint.json"  # the parse fingerprint the gate compares (freshness.py)
@@ -33,8 +34,8 @@ STATE_FILES = ("manifest.json", "sources.json", "run_results.json", FINGERPRINT_
 TIMING_HISTORY = 10
 
 
-class StateStoreError(RuntimeError):
-    pass
+class StateStoreError(RunFailure):
+    """The state store cannot be read or written as a run needs."""
 
 
 class StateStore:
@@ -137,11 +138,6 @@ class StateStore:
                 (destination / name).write_bytes(content)
                 found = found or name == "manifest.json"
         return found
-
-    def save_run(self, run_id: str, files: dict[str, Path], docs_dir: Optional[Path] = None) -> None:
-        """Keep this run's artifacts under runs/<run_id>, make them latest, drop history beyond `history`."""
-        self.stage_run(run_id, files)
-        self.promote_run(run_id, docs_dir)
 
     def stage_run(self, run_id: str, files: dict[str, Path]) -> None:
         """Keep this run's state files under runs/<run_id>; nothing reads them as latest yet."""

@@ -13,16 +13,12 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
-from flows.core.dbt import BUILDABLE as BUILDABLE_TYPES, DbtCommandError, DbtProject, StepResult, combined
+from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult, combined
 from flows.core.freshness import (
-    fresher_sources, gate_selectors, parse_fingerprint, raise_if_stale, read_report, sources_with_freshness,
-    sources_without_freshness, undatable_sources,
+    GateDecision, decide_gate, gate_state_files, raise_if_stale, read_report, sources_with_freshness, undatable_sources,
 )
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
-from flows.core.source_signals import changed_sources, read_signals, source_tables
-from flows.core.state_store import FINGERPRINT_FILE, SIGNALS_FILE
-from flows.core.warehouse import warehouse_for
 from flows.errors import RunFailure, cause_line
 
 
@@ -95,89 +91,29 @@ def parse_and_select(run: ProductionRun) -> Selection:
     options, live = run.options, run.live
     live.parse()  # the versioned build project parses later, only if there is something to build
     if options.select or options.exclude:
-        candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE_TYPES)
+        candidates = live.list_ids(options.select or None, [*options.exclude, "source:*"], BUILDABLE)
     else:  # what `dbt ls --resource-type model seed snapshot` lists, without a second of dbt to list it
-        candidates = {u for u, node in live.parsed_manifest.nodes.items() if node.resource_type.value in BUILDABLE_TYPES}
+        candidates = {u for u, node in live.parsed_manifest.nodes.items() if node.resource_type.value in BUILDABLE}
     if options.select and not candidates:
         logger.warning("The selection %s matches no model, seed or snapshot: nothing to build.", options.select)
     return Selection(candidates)
 
 
 def apply_gate(run: ProductionRun, selection: Selection) -> Plan:
-    """Narrow the selection to what is downstream of fresher or changed sources, or changed code,
-    split into layers."""
-    logger = get_run_logger()
-    manifest = run.live.parsed_manifest
-    candidates = set(selection.candidates)
-    rebuild = _changed_undated_sources(run)
-    gate_reason = _gate_off_reason(run)
-    if gate_reason:
-        logger.info("Freshness gate off: %s.", gate_reason)
-    elif _provably_nothing_new(run, rebuild):
-        logger.info("Freshness gate: no source is fresher or changed, and the project is unchanged since the last build.")
-        candidates = set()
-    else:
-        state_dir = run.run_dir / "previous-state"
-        run.store.fetch_latest(state_dir, ("manifest.json", "sources.json"))
-        gated = run.live.list_ids(gate_selectors(manifest, rebuild), None, BUILDABLE_TYPES,
-                                  extra=["--state", str(state_dir)])
-        logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher or changed sources, "
-                    "or changed.", len(candidates & gated), len(candidates))
-        candidates &= gated
-    layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE_TYPES) if candidates else set())
+    """The gate's decision (freshness.py), split into layers."""
+    return plan_layers(run, decide_gate(run, set(selection.candidates)))
+
+
+def plan_layers(run: ProductionRun, decision: GateDecision) -> Plan:
+    """What the gate lets through, split into seeds, snapshots and the run's layers."""
+    candidates = set(decision.candidates)
+    layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE) if candidates else set())
               for layer in run.options.layers]
-    plan = plan_stages(Graph(manifest), candidates, layers)
+    plan = plan_stages(Graph(run.live.parsed_manifest), candidates, layers)
     for name in plan.empty_layers:
-        logger.info("Layer %r has nothing to build: skipped.", name)
+        get_run_logger().info("Layer %r has nothing to build: skipped.", name)
     run.report.empty_layers = plan.empty_layers
     return plan
-
-
-def _changed_undated_sources(run: ProductionRun) -> set[str]:
-    """The sources without freshness that changed since the last published build, or that no signal
-    can date. Their signals now are kept in the journal, for save_state to store with this build."""
-    logger = get_run_logger()
-    manifest = run.live.parsed_manifest
-    undated = source_tables(manifest, sources_without_freshness(manifest))
-    signals = read_signals(warehouse_for(run.environment), undated)
-    run.journal.data["source_signals"] = signals
-    run.report.undatable = sorted(t.name for t in undated if signals.get(t.unique_id) is None)
-    if run.report.undatable:
-        logger.info("%d source(s) configure no freshness and give no change signal, so what reads them is "
-                    "rebuilt: %s.", len(run.report.undatable), ", ".join(run.report.undatable[:20]))
-    previous = run.store.read_json(f"latest/{SIGNALS_FILE}", default={}) if run.store.has_state() else {}
-    changed = changed_sources(signals, previous)
-    dated_changes = sorted(t.name for t in undated if t.unique_id in changed and signals.get(t.unique_id))
-    if dated_changes:
-        logger.info("Changed since the last build (no freshness configured, their signal changed): %s.",
-                    ", ".join(dated_changes[:20]))
-    return changed
-
-
-def _provably_nothing_new(run: ProductionRun, rebuild: set[str]) -> bool:
-    """The gate's answer is "nothing", decided without loading the previous manifest (see freshness.py)."""
-    manifest = run.live.parsed_manifest
-    if rebuild:
-        return False
-    saved = run.store.read_json(f"latest/{FINGERPRINT_FILE}", default={})
-    if saved.get("fingerprint") != parse_fingerprint(manifest):
-        return False
-    if not sources_with_freshness(manifest):
-        return True
-    previous = run.store.read_json("latest/sources.json")
-    return fresher_sources(run.live.artifact("sources.json"), previous) == set()
-
-
-def _gate_off_reason(run: ProductionRun) -> str:
-    if not run.options.freshness_gate:
-        return "freshness_gate=False"
-    if run.options.full_refresh:
-        return "full_refresh bypasses it"
-    if not run.store.has_state():
-        return "no previous state yet, so everything is built"
-    if sources_with_freshness(run.live.parsed_manifest) and not run.store.exists("latest/sources.json"):
-        return "the previous run saved no sources.json"
-    return ""
 
 
 def source_tests(run: ProductionRun) -> StepResult:
@@ -313,12 +249,7 @@ def save_state(run: ProductionRun) -> Path:
     sources = run.live.target_path / "sources.json"
     if sources.exists():
         files["sources.json"] = sources
-    fingerprint = run.run_dir / FINGERPRINT_FILE
-    fingerprint.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.parsed_manifest)}))
-    files[FINGERPRINT_FILE] = fingerprint
-    signals = run.run_dir / SIGNALS_FILE  # read before the build by the gate: what this build saw
-    signals.write_text(json.dumps(run.journal.data.get("source_signals", {}), sort_keys=True))
-    files[SIGNALS_FILE] = signals
+    files.update(gate_state_files(run))  # what the next run's gate compares with
     run.store.stage_run(run.run_id, files)
     return merged
 

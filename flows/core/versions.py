@@ -17,13 +17,14 @@ from typing import Literal, Optional
 
 from flows.core.state_store import StateStore
 from flows.core.warehouse import Relation, Warehouse
+from flows.errors import RunFailure
 
 VERSION_ID = re.compile(r"v\d{14}_[0-9a-z]{6}")
 Status = Literal["building", "ready", "failed", "kept", "published", "pruned"]  # kept: failed, schema kept for debugging
 
 
-class VersionError(RuntimeError):
-    pass
+class VersionError(RunFailure):
+    """A blue-green version cannot be published, rolled back to or pruned."""
 
 
 class AuditRefused(VersionError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from blocks.environment import DbtEnvironment, safe_identifier
+from flows.errors import InputError, RunFailure
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Relation:
     def __post_init__(self):
         safe_identifier(self.schema, "schema")
         if not self.name or '"' in self.name or "`" in self.name:
-            raise ValueError(f"unsafe relation name {self.name!r}")
+            raise InputError(f"unsafe relation name {self.name!r}")
 
 
 class Dialect:
@@ -296,7 +297,7 @@ class DatabricksWarehouse(Warehouse):
                 try:
                     cursor.execute(statement)
                 except Exception as error:
-                    raise RuntimeError(f"{statement} -- failed: {error}") from error
+                    raise RunFailure(f"{statement} -- failed: {error}") from error
 
     def execute_all(self, statements: Sequence[str]) -> None:
         for phase in self.phases(statements):
@@ -307,7 +308,7 @@ class DatabricksWarehouse(Warehouse):
             errors = [future.exception() for future in futures if future.exception()]
             if errors:
                 # Each failed share stopped at its failure; the others ran to the end.
-                raise RuntimeError(
+                raise RunFailure(
                     f"{len(errors)} statement(s) failed on Databricks; the set was applied only in part "
                     "(each statement is atomic, the set is not): " + "; ".join(map(str, errors))
                 ) from errors[0]

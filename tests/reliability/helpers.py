@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,22 @@ def journal(home: Path, flow_run_id) -> dict:
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "LAKEHOUSE_HOME": str(home), "PYTHONUNBUFFERED": "1", **extra}
     return env
+
+
+def pause_before(point: str, seconds: float = 300) -> str:
+    """A prelude for start_production: the run is opened with a hook that, at `point`, touches
+    `paused-before-<point>` in its run dir and sleeps, so the test can kill it at that moment."""
+    return textwrap.dedent(f"""
+        import functools, time
+        import flows.core.run
+
+        def _pause(point, run_dir):
+            if point == {point!r}:
+                (run_dir / f"paused-before-{{point}}").touch()
+                time.sleep({seconds!r})
+
+        flows.core.run.open_run = functools.partial(flows.core.run.open_run, pause_before=_pause)
+    """)
 
 
 def start_production(home: Path, log: Path, *args: str, prelude: str = "", **env: str) -> subprocess.Popen:

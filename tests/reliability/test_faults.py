@@ -25,8 +25,9 @@ from blocks.profile import profile_dir_prefix
 from flows.production import production_run
 
 from .helpers import (
-    CuttableProxy, assert_unchanged, copy_home, file_in_place_of, flow_run_state, journal, live_data, project_copy,
-    registry, run_dirs, schemas, snapshot, sql, start_production, statuses, versioned_schemas, view_targets, wait_for,
+    CuttableProxy, assert_unchanged, copy_home, file_in_place_of, flow_run_state, journal, live_data, pause_before,
+    project_copy, registry, run_dirs, schemas, snapshot, sql, start_production, statuses, versioned_schemas,
+    view_targets, wait_for,
 )
 
 
@@ -182,7 +183,7 @@ def test_sigkill_between_audit_and_flip_leaves_live_untouched(kill_home, tmp_pat
     home, log = kill_home["home"], tmp_path / "killed-before-flip.log"
     (first,) = kill_home["killed"]
     first_version = journal(home, first)["data"]["version"]
-    process = start_production(home, log, LAKEHOUSE_TEST_PAUSE_BEFORE="flip")
+    process = start_production(home, log, prelude=pause_before("flip"))
     marker = wait_for(lambda: next(iter(home.glob("work/local/runs/*/paused-before-flip")), None),
                       timeout=600, what="the pause before the flip", process=process, log=log)
     _kill(process)

@@ -6,10 +6,12 @@ The built-in `local` environment (DuckDB under `$LAKEHOUSE_HOME`) needs no regis
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
+import yaml
 from prefect.blocks.core import Block
 from prefect.filesystems import RemoteFileSystem
 from prefect_databricks import DatabricksCredentials
@@ -18,8 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from blocks.local import local_paths
 from flows.errors import InputError
 
+if TYPE_CHECKING:
+    from blocks.auth import DatabricksAuth
+
 LOCAL = "local"
-EnvironmentName = Literal["local", "dev", "staging", "prod"]  # the dropdown operators pick from
+DEFAULT_ENVIRONMENTS_FILE = Path(__file__).with_name("environments.yaml")
+ENVIRONMENTS_FILE_VAR = "LAKEHOUSE_ENVIRONMENTS_FILE"
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -42,6 +48,33 @@ def safe_identifier(value: str, what: str = "identifier") -> str:
             f"unsafe {what} {value!r}: use only letters, digits and underscores (and not empty)"
         )
     return value
+
+
+def environments_file() -> Path:
+    """The team's environments: $LAKEHOUSE_ENVIRONMENTS_FILE, else blocks/environments.yaml."""
+    given = os.environ.get(ENVIRONMENTS_FILE_VAR)
+    return Path(given) if given else DEFAULT_ENVIRONMENTS_FILE
+
+
+def team_environment_names(path: Optional[Path] = None) -> tuple[str, ...]:
+    """`local`, then the environments of the file, in its order: the operators' dropdown."""
+    path = path or environments_file()
+    try:
+        spec = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise EnvironmentConfigError(f"the environments file {path} cannot be read ({error}); "
+                                     f"set {ENVIRONMENTS_FILE_VAR} to the team's environments.yaml") from None
+    names = [str(name) for name in (spec.get("environments") or {}) if str(name) != LOCAL]
+    return (LOCAL, *names)
+
+
+# Built when the module is imported, from the file the flows are deployed and run with: a flow's
+# parameter schema (the deployment form's dropdown) and its validation then list exactly the
+# team's environments, and adding one to environments.yaml needs no code change.
+if TYPE_CHECKING:
+    EnvironmentName = str
+else:
+    EnvironmentName = Literal[team_environment_names()]
 
 
 class BlueGreenSettings(BaseModel):
@@ -73,11 +106,12 @@ class DbtEnvironment(Block):
         description="Where manifests, sources.json, run results and docs are kept: any fsspec URL "
         "(s3://…, a Databricks volume, file://…). Default: a LocalFileSystem under $LAKEHOUSE_HOME/state.",
     )
-    slack_webhook_block: Optional[str] = Field(None, description="Name of a prefect-slack SlackWebhook block for alerts.")
     blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings, description="Blue-green publish settings.")
     step_timeout_seconds: int = Field(3600, ge=1, description="Timeout of each dbt step of a run.")
     connect_retry_seconds: int = Field(
-        900, ge=0, description="Databricks only: keep retrying to reach the SQL warehouse this long (it may be starting), then fail.")
+        900, ge=1, le=86400,
+        description="Databricks only: keep retrying to reach the SQL warehouse this long (it may be starting), then "
+        "fail; also each socket's connect/read timeout. databricks-sql-connector allows 1 to 86400 s.")
 
     @field_validator("schema_name")
     @classmethod
@@ -97,12 +131,19 @@ class DbtEnvironment(Block):
     def warehouse_path(self) -> Path:
         return Path(self.duckdb_path) if self.duckdb_path else local_paths().warehouse
 
-    def require_databricks(self) -> tuple[DatabricksCredentials, str]:
+    def require_databricks(self) -> tuple["DatabricksAuth", str]:
+        """The one identity this environment runs as (see blocks/auth.py) and its SQL warehouse."""
+        from blocks.auth import resolve_auth
+
         if self.databricks_credentials is None:
             raise EnvironmentConfigError(f"environment {self.name!r} is on Databricks but has no credentials block")
         if not self.http_path:
             raise EnvironmentConfigError(f"environment {self.name!r} is on Databricks but has no SQL warehouse http_path")
-        return self.databricks_credentials, self.http_path
+        if not self.catalog:
+            # Without one, dbt-databricks uses the workspace's default catalog and our SQL would have to
+            # guess it: the two could disagree on where the live views are.
+            raise EnvironmentConfigError(f"environment {self.name!r} is on Databricks but names no catalog")
+        return resolve_auth(self.databricks_credentials, f"environment {self.name!r}: its credentials"), self.http_path
 
 
 def builtin_local() -> DbtEnvironment:

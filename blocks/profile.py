@@ -8,6 +8,7 @@ from its own logs. The file lives in a private temp dir and is removed on exit.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import yaml
-from pydantic import SecretStr
-
-from blocks.environment import DbtEnvironment, EnvironmentConfigError, safe_identifier
+from blocks.auth import DatabricksAuth
+from blocks.environment import DbtEnvironment, safe_identifier
+from blocks.query_tags import run_query_tags
 from blocks.host import host_identity, process_gone, process_start
 
 TOKEN_VAR = "DBT_ENV_SECRET_DATABRICKS_TOKEN"
@@ -40,48 +41,54 @@ def profile_name_of(project_dir: Path) -> str:
     return project.get("profile") or project["name"]
 
 
-def _secret(value: SecretStr) -> str:
-    return value.get_secret_value()
+def connection_retry_parameters(environment: DbtEnvironment) -> dict[str, int]:
+    """databricks-sql-connector's retry budget and socket timeout, from `connect_retry_seconds`.
+
+    The connector's own defaults (900 s, 30 attempts, 900 s sockets) would otherwise apply whatever
+    the setting says; the attempt count is raised to its maximum so that the duration decides.
+    """
+    seconds = environment.connect_retry_seconds
+    return {"_retry_stop_after_attempts_duration": seconds, "_retry_stop_after_attempts_count": 60,
+            "_socket_timeout": seconds}
 
 
-def target_config(environment: DbtEnvironment, schema: str) -> tuple[dict, dict[str, str]]:
+def _auth_target(auth: DatabricksAuth) -> tuple[dict, dict[str, str]]:
+    """dbt-databricks' keys for the resolved kind (its credentials.py: token; auth_type oauth with
+    client_id/client_secret; azure_client_id/azure_client_secret with the tenant from ARM_TENANT_ID)."""
+    if auth.kind == "pat":
+        return {"token": "{{ env_var('%s') }}" % TOKEN_VAR}, {TOKEN_VAR: auth.token or ""}
+    secret = "{{ env_var('%s') }}" % CLIENT_SECRET_VAR
+    secrets = {CLIENT_SECRET_VAR: auth.client_secret or ""}
+    if auth.kind == "oauth-m2m":
+        return {"auth_type": "oauth", "client_id": auth.client_id, "client_secret": secret}, secrets
+    return ({"auth_type": "oauth", "azure_client_id": auth.client_id, "azure_client_secret": secret},
+            secrets | {"ARM_TENANT_ID": auth.tenant_id or ""})
+
+
+def target_config(environment: DbtEnvironment, schema: str,
+                  query_tags: Optional[dict[str, str]] = None) -> tuple[dict, dict[str, str]]:
     """The profile target (with env_var references) and the secrets it needs in the environment."""
     if environment.adapter == "duckdb":
         path = environment.warehouse_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         return {"type": "duckdb", "path": str(path), "schema": schema, "threads": environment.threads}, {}
 
-    credentials, http_path = environment.require_databricks()
+    auth, http_path = environment.require_databricks()
     target = {
         "type": "databricks",
-        "host": credentials.databricks_instance,
+        "host": auth.host,
         "http_path": http_path,
+        "catalog": environment.catalog,
         "schema": schema,
         "threads": environment.threads,
-        # databricks-sql-connector's own retry budget; dbt-databricks' default count alone allows ~30 min
-        "connection_parameters": {"_retry_stop_after_attempts_duration": environment.connect_retry_seconds},
+        # dbt-databricks passes these to databricks-sql-connector's connect()
+        "connection_parameters": connection_retry_parameters(environment),
     }
-    if environment.catalog:
-        target["catalog"] = environment.catalog
-    secrets: dict[str, str] = {}
-    if credentials.client_id and credentials.client_secret and credentials.tenant_id:
-        # An Azure Entra service principal: dbt-databricks' azure_* keys, tenant from ARM_TENANT_ID.
-        target.update(auth_type="oauth", azure_client_id=credentials.client_id,
-                      azure_client_secret="{{ env_var('%s') }}" % CLIENT_SECRET_VAR)
-        secrets[CLIENT_SECRET_VAR] = _secret(credentials.client_secret)
-        secrets["ARM_TENANT_ID"] = credentials.tenant_id
-    elif credentials.client_id and credentials.client_secret:
-        target.update(auth_type="oauth", client_id=credentials.client_id,
-                      client_secret="{{ env_var('%s') }}" % CLIENT_SECRET_VAR)
-        secrets[CLIENT_SECRET_VAR] = _secret(credentials.client_secret)
-    elif credentials.token:
-        target["token"] = "{{ env_var('%s') }}" % TOKEN_VAR
-        secrets[TOKEN_VAR] = _secret(credentials.token)
-    else:
-        raise EnvironmentConfigError(
-            f"environment {environment.name!r}: its Databricks credentials hold neither a token "
-            "nor an OAuth client_id/client_secret"
-        )
+    if query_tags:
+        # dbt-databricks 1.12 reads `query_tags` as a JSON object of strings (QueryTagsUtils.parse_query_tags)
+        target["query_tags"] = json.dumps(query_tags, sort_keys=True)
+    auth_keys, secrets = _auth_target(auth)
+    target.update(auth_keys)
     return target, secrets
 
 
@@ -120,15 +127,16 @@ def _remove_profiles_of_dead_processes() -> None:
 
 @contextmanager
 def rendered_profile(
-    environment: DbtEnvironment, project_dir: Path, schema: Optional[str] = None
+    environment: DbtEnvironment, project_dir: Path, schema: Optional[str] = None, version: Optional[str] = None,
 ) -> Iterator[RenderedProfile]:
     """A private profiles.yml for `environment`, deleted on exit (also on error).
 
     `schema` overrides the environment's schema: blue-green versions and PR schemas use it.
+    `version` (the blue-green version the run builds) goes into the query tags of dbt's queries.
     """
     schema = safe_identifier(schema or environment.schema_name, "schema")
     name = profile_name_of(project_dir)
-    target, secrets = target_config(environment, schema)
+    target, secrets = target_config(environment, schema, run_query_tags(environment.name, version))
     _remove_profiles_of_dead_processes()
     pid = os.getpid()
     profiles_dir = Path(tempfile.mkdtemp(prefix=f"{profile_dir_prefix(pid)}{process_start(pid)}-"))  # mode 0700

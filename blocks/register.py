@@ -14,18 +14,19 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Optional
 
 import yaml
 from prefect.blocks.core import Block
 from prefect.filesystems import RemoteFileSystem
 from prefect_databricks import DatabricksCredentials
 from prefect_slack import SlackWebhook
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from blocks.environment import BlueGreenSettings, DbtEnvironment, EnvironmentConfigError, LOCAL
+from blocks.auth import resolve_auth
+from blocks.environment import LOCAL, DbtEnvironment, EnvironmentConfigError, environments_file
 
-DEFAULT_FILE = Path(__file__).with_name("environments.yaml")
+DEFAULT_FILE = environments_file()  # $LAKEHOUSE_ENVIRONMENTS_FILE, else blocks/environments.yaml
 
 
 class _Strict(BaseModel):
@@ -48,25 +49,32 @@ class SlackWebhookSpec(_Strict):
     url_env: str
 
 
-class EnvironmentSpec(_Strict):
-    adapter: Literal["duckdb", "databricks"]
-    schema_name: str = Field(alias="schema")
-    catalog: Optional[str] = None
-    threads: int = 4
-    duckdb_path: Optional[str] = None
-    credentials: Optional[str] = None
-    http_path: Optional[str] = None
-    state_store: Optional[str] = None
-    slack_webhook: Optional[str] = None
-    blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings)
-    step_timeout_seconds: int = 3600
+# Fields of DbtEnvironment that hold a block; the file names the block instead.
+BLOCK_REFERENCES = {"databricks_credentials": "credentials", "state_store": "state_store"}
+FILE_KEYS = {"schema_name": "schema"}  # the file's shorter key for a field
+
+
+def _environment_spec_fields() -> dict[str, Any]:
+    """Each DbtEnvironment field, as the file spells it: the two cannot drift apart."""
+    fields: dict[str, Any] = {}
+    for name, info in DbtEnvironment.model_fields.items():
+        if name in BLOCK_REFERENCES:
+            fields[BLOCK_REFERENCES[name]] = (Optional[str], Field(None, description=f"Name of the block for {name}."))
+        else:
+            key = FILE_KEYS.get(name)
+            fields[name] = (info.annotation, Field(... if info.is_required() else info.default, alias=key,
+                                                       description=info.description) if key else info)
+    return fields
+
+
+EnvironmentSpec = create_model("EnvironmentSpec", __base__=_Strict, **_environment_spec_fields())
 
 
 class EnvironmentsFile(_Strict):
     credentials: dict[str, CredentialsSpec] = {}
     state_stores: dict[str, StateStoreSpec] = {}
     slack_webhooks: dict[str, SlackWebhookSpec] = {}
-    environments: dict[str, EnvironmentSpec]
+    environments: dict[str, EnvironmentSpec]  # type: ignore[valid-type]  # built from DbtEnvironment above
 
 
 class RegistrationError(EnvironmentConfigError):
@@ -93,18 +101,24 @@ def _env_secret(variable: str, owner: str) -> str:
 
 def _credentials_block(name: str, spec: CredentialsSpec) -> DatabricksCredentials:
     owner = f"credentials {name!r}"
-    if spec.token_env and (spec.client_id or spec.client_secret_env):
-        raise RegistrationError(f"{owner}: give either token_env (PAT) or client_id + client_secret_env (OAuth), not both")
+    service_principal = [key for key in ("client_id", "client_secret_env", "tenant_id") if getattr(spec, key)]
+    if spec.token_env and service_principal:
+        raise RegistrationError(f"{owner}: give either token_env (pat) or client_id + client_secret_env "
+                                f"[+ tenant_id] (a service principal), not both: it has token_env and "
+                                f"{', '.join(service_principal)}")
     if spec.token_env:
-        return DatabricksCredentials(databricks_instance=spec.host, token=_env_secret(spec.token_env, owner))
-    if spec.client_id and spec.client_secret_env:
-        return DatabricksCredentials(
+        block = DatabricksCredentials(databricks_instance=spec.host, token=_env_secret(spec.token_env, owner))
+    elif spec.client_id and spec.client_secret_env:
+        block = DatabricksCredentials(
             databricks_instance=spec.host,
             client_id=spec.client_id,
             client_secret=_env_secret(spec.client_secret_env, owner),
             tenant_id=spec.tenant_id,
         )
-    raise RegistrationError(f"{owner}: needs token_env, or client_id and client_secret_env")
+    else:
+        raise RegistrationError(f"{owner}: needs token_env, or client_id and client_secret_env")
+    resolve_auth(block, owner)  # the one kind every consumer will use; raises if there is not exactly one
+    return block
 
 
 def _state_store_block(spec: StateStoreSpec) -> RemoteFileSystem:
@@ -162,22 +176,21 @@ def plan(spec: EnvironmentsFile) -> tuple[dict, dict, dict, dict]:
     environments = {}
     for name, env in spec.environments.items():
         owner = f"environment {name!r}"
-        if env.credentials and env.credentials not in credentials and _existing(DatabricksCredentials, env.credentials) is None:
+        values: dict[str, Any] = dict(env)
+        named, store = values["credentials"], values["state_store"]
+        if named and named not in credentials and _existing(DatabricksCredentials, named) is None:
             raise RegistrationError(
-                f"{owner} references credentials block {env.credentials!r}, which is neither in the file nor registered"
+                f"{owner} references credentials block {named!r}, which is neither in the file nor registered"
             )
-        if env.state_store and env.state_store not in stores:
-            raise RegistrationError(f"{owner} references state store {env.state_store!r}, which is not in the file")
-        if env.slack_webhook and env.slack_webhook not in webhooks and _existing(SlackWebhook, env.slack_webhook) is None:
-            raise RegistrationError(f"{owner} references slack webhook {env.slack_webhook!r}, which is neither in the file nor registered")
-        if env.adapter == "databricks" and not (env.credentials and env.http_path):
-            raise RegistrationError(f"{owner}: a Databricks environment needs credentials and http_path")
+        if store and store not in stores:
+            raise RegistrationError(f"{owner} references state store {store!r}, which is not in the file")
+        if values["adapter"] == "databricks":
+            missing = [key for key in ("credentials", "http_path", "catalog") if not values[key]]
+            if missing:
+                raise RegistrationError(f"{owner}: a Databricks environment needs {', '.join(missing)}")
         try:
-            environments[name] = DbtEnvironment(
-                adapter=env.adapter, schema_name=env.schema_name, catalog=env.catalog, threads=env.threads,
-                duckdb_path=env.duckdb_path, http_path=env.http_path, slack_webhook_block=env.slack_webhook,
-                blue_green=env.blue_green, step_timeout_seconds=env.step_timeout_seconds,
-            )
+            environments[name] = DbtEnvironment(**{key: value for key, value in values.items()
+                                                   if key not in BLOCK_REFERENCES.values()})
         except ValidationError as error:
             raise RegistrationError(f"{owner}: {error.errors()[0]['msg']}") from None
     return credentials, stores, webhooks, environments
@@ -193,11 +206,11 @@ def register(path: Path = DEFAULT_FILE) -> list[str]:
     for name, block in webhooks.items():
         _upsert(name, block, report)
     for name, environment in environments.items():
-        env = spec.environments[name]
-        if env.credentials:
-            environment.databricks_credentials = saved_credentials.get(env.credentials) or DatabricksCredentials.load(env.credentials)
-        if env.state_store:
-            environment.state_store = saved_stores[env.state_store]
+        named, store = (getattr(spec.environments[name], key) for key in ("credentials", "state_store"))
+        if named:
+            environment.databricks_credentials = saved_credentials.get(named) or DatabricksCredentials.load(named)
+        if store:
+            environment.state_store = saved_stores[store]
         _upsert(name, environment, report)
     return report
 

@@ -13,7 +13,7 @@ no freshness gate, no layers, no blue-green publish.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
@@ -25,7 +25,7 @@ from pydantic import Field
 from blocks.environment import EnvironmentConfigError, EnvironmentName, load_environment
 from flows.core.databricks_jobs import (
     PRODUCTION_COMMANDS, DatabricksRunFailed, DbtCliCluster, DbtCommands, DbtJobRequest, GitBranch, GitProvider,
-    GitUrl, ProjectDirectory, RunState, failure_message, follow_run, submit_payload, submit_run,
+    GitUrl, ProjectDirectory, ServerlessEnvironment, failure_message, follow_run, submit_payload, submit_run,
 )
 
 # Databricks enforces the run's timeout_seconds; waiting a little longer lets it report TIMEDOUT itself.
@@ -47,7 +47,7 @@ def follow_dbt_run(credentials: DatabricksCredentials, run_id: int, poll_interva
                    max_wait_seconds: float, what: str) -> dict[str, Any]:
     logger = get_run_logger()
     run = asyncio.run(follow_run(credentials, run_id, poll_interval_seconds, max_wait_seconds, logger.info))
-    state = RunState.of(run)
+    state = run.state
     if not state.succeeded:
         raise DatabricksRunFailed(asyncio.run(failure_message(credentials, run, what)))
     return {"run_id": run_id, "run_page_url": run.run_page_url, "result_state": state.result_state}
@@ -64,6 +64,7 @@ def databricks_job_run(
     project_directory: ProjectDirectory = "dbt_project",
     timeout_seconds: Annotated[int, Field(ge=60)] = 3 * 3600,
     cluster: DbtCliCluster = DbtCliCluster(),
+    serverless: Optional[ServerlessEnvironment] = None,
     poll_interval_seconds: Annotated[float, Field(gt=0)] = 30,
     build_into_live_schema: bool = False,
 ) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def databricks_job_run(
         project_directory: The dbt project's folder inside the repository.
         timeout_seconds: Databricks cancels the run after this long (TIMEDOUT).
         cluster: The single-node job cluster that runs the dbt CLI.
+        serverless: Run the dbt CLI on serverless compute instead (dbt-databricks pinned in its
+            environment spec); the cluster is then not used.
         poll_interval_seconds: How often to read the run's state.
         build_into_live_schema: Run even though the environment publishes through blue-green views:
             this run builds straight into the live schema.
@@ -92,9 +95,11 @@ def databricks_job_run(
             f"environment {env.name!r} publishes through blue-green views, and a Databricks job run would build "
             f"straight into the live schema {env.schema_name!r}; use production_run, or set "
             "build_into_live_schema=True to accept that")
-    credentials, _ = env.require_databricks()
+    auth, _ = env.require_databricks()
+    credentials = auth.jobs_credentials()  # the environment's one identity, as dbt and our SQL use it
     request = DbtJobRequest(commands=commands, git_url=git_url, git_provider=git_provider, git_branch=git_branch,
-                            project_directory=project_directory, timeout_seconds=timeout_seconds, cluster=cluster)
+                            project_directory=project_directory, timeout_seconds=timeout_seconds, cluster=cluster,
+                            serverless=serverless)
     # A new token per attempt: a flow retry submits a new run, an HTTP retry finds the same one.
     token = f"prefect-{flow_run.id or 'local'}-{flow_run.run_count or 1}"
     payload = submit_payload(request, env, run_name=f"dbt {env.name}: {flow_run.name or 'local'}",

@@ -25,10 +25,13 @@ from prefect.logging.handlers import APILogWorker
 from prefect_databricks import DatabricksCredentials
 from prefect_databricks.models.jobs import DbtTask
 
+from pathlib import Path
+
 from blocks.environment import BlueGreenSettings, DbtEnvironment
 from conftest import saved_block
 from flows.core.databricks_jobs import (
-    DatabricksRunTimedOut, DbtCliCluster, DbtJobRequest, follow_run, submit_payload, submit_run, warehouse_id_of,
+    DatabricksRunTimedOut, DbtCliCluster, DbtJobRequest, ServerlessEnvironment, follow_run, submit_payload, submit_run,
+    warehouse_id_of,
 )
 from flows.databricks_job import databricks_job_run
 
@@ -64,7 +67,13 @@ LIBRARY = STRICT | {"minProperties": 1, "maxProperties": 1, "properties": {
 TASK = STRICT | {"required": ["task_key", "dbt_task"], "properties": {
     "task_key": {"type": "string", "pattern": "^[\\w\\-]+$", "maxLength": 100},
     "timeout_seconds": {"type": "integer", "minimum": 0}, "dbt_task": DBT_TASK, "new_cluster": NEW_CLUSTER,
-    "libraries": {"type": "array", "items": LIBRARY}}}
+    "libraries": {"type": "array", "items": LIBRARY}, "environment_key": TEXT},
+    # a task runs on a new cluster or (serverless) in one of the run's environments, not both
+    "oneOf": [{"required": ["new_cluster"]}, {"required": ["environment_key"]}]}
+ENVIRONMENT = STRICT | {"required": ["environment_key", "spec"], "properties": {
+    "environment_key": TEXT, "spec": STRICT | {"properties": {
+        "environment_version": {"type": "string", "pattern": "^[0-9]+$"}, "client": TEXT,
+        "dependencies": {"type": "array", "items": TEXT}}}}}
 GIT_SOURCE = STRICT | {
     "required": ["git_url", "git_provider"],
     "properties": {"git_url": {"type": "string", "maxLength": 300}, "git_provider": {"enum": GIT_PROVIDERS},
@@ -75,7 +84,8 @@ GIT_SOURCE = STRICT | {
 RUNS_SUBMIT_SCHEMA = STRICT | {"required": ["tasks"], "properties": {
     "run_name": TEXT, "timeout_seconds": {"type": "integer", "minimum": 0},
     "idempotency_token": {"type": "string", "maxLength": 64}, "git_source": GIT_SOURCE,
-    "tasks": {"type": "array", "minItems": 1, "maxItems": 100, "items": TASK}}}
+    "tasks": {"type": "array", "minItems": 1, "maxItems": 100, "items": TASK},
+    "environments": {"type": "array", "items": ENVIRONMENT}}}
 
 
 def run_body(life_cycle: str, result: Optional[str] = None, message: str = "",
@@ -211,6 +221,38 @@ def test_submitted_payload_is_a_documented_dbt_task():
     assert cluster.node_type_for("adb-123.4.azuredatabricks.net") == "Standard_D3_v2"
     assert cluster.node_type_for("123.4.gcp.databricks.com") == "n1-standard-4"
     assert DbtCliCluster(node_type_id="m5d.large").node_type_for(HOST) == "m5d.large"
+
+
+def test_a_serverless_payload_pins_dbt_databricks_in_its_environment():
+    request = DbtJobRequest(git_url=GIT_URL, serverless=ServerlessEnvironment())
+    payload = submit_payload(request, databricks_environment(), run_name="dbt dev")
+    jsonschema.validate(payload, RUNS_SUBMIT_SCHEMA)
+    (task,) = payload["tasks"]
+    assert "new_cluster" not in task and "libraries" not in task and task["environment_key"] == "dbt"
+    assert payload["environments"] == [{"environment_key": "dbt", "spec": {
+        "environment_version": "2", "dependencies": ["dbt-databricks>=1.12,<1.13"]}}]
+
+
+# runs/get answers in the documented shapes (tests/unit/jobs_payloads.json, which says where from).
+PAYLOADS = json.loads((Path(__file__).parent / "unit" / "jobs_payloads.json").read_text())
+
+
+@pytest.mark.parametrize("script, completes", [
+    (["queued", "queued", "pending", "running", "terminated_success"], True),
+    (["queued", "running", "terminated_success_with_failures"], False),
+    (["pending", "running", "terminated_failed"], False),
+    (["queued", "internal_error"], False),
+    (["queued", "maximum_concurrent_runs_reached"], False),
+    (["status_only_running", "status_only_success"], True),
+], ids=lambda value: value[-1] if isinstance(value, list) else str(value))
+def test_each_payload_is_followed_to_its_flow_outcome_and_a_queued_run_is_not_cancelled(
+        jobs_api, dev_environment, script, completes):
+    jobs_api.script = [PAYLOADS[name] | {"run_page_url": RUN_PAGE} for name in script]
+    state = run_flow()
+    assert state.is_completed() == completes, state.message
+    assert jobs_api.cancelled == []  # queued or not, it was followed to its own end
+    if not completes:
+        assert f"Run page: {RUN_PAGE}" in str(state.result(raise_on_failure=False))
 
 
 def test_prefect_databricks_models_alone_would_drop_the_schema():

@@ -22,7 +22,7 @@ from sqlglot import exp
 from blocks.environment import DbtEnvironment, UnsafeIdentifier
 from flows.core.state_store import StateStore
 from flows.core.versions import Version, VersionRegistry, drop_unreferenced_schemas, flip_statements
-from flows.core.warehouse import DatabricksDialect, DatabricksWarehouse, Relation
+from flows.core.warehouse import DatabricksDialect, DatabricksWarehouse, Relation, UnknownObjectAtLiveName
 
 CATALOG = "lakehouse"
 NEW, OLD = "analytics__v20240102030405_abc123", "analytics__v20240101000000_0ld000"
@@ -175,6 +175,17 @@ def test_a_materialized_view_or_streaming_table_at_a_live_name_gets_its_own_drop
     ]
     drop = parse(statements[1])
     assert drop.args["kind"] == "VIEW" and drop.args.get("materialized") and drop.args.get("exists")
+
+
+@pytest.mark.parametrize("kind", ["METRIC_VIEW", "FOREIGN", "SOMETHING_NEW"])
+def test_an_unknown_object_at_a_live_name_fails_the_flip_before_any_change(kind):
+    """information_schema.tables.table_type may name objects a flip must not drop and replace."""
+    warehouse = CannedDatabricks(relations={("analytics", "orders"): "VIEW", ("analytics", "revenue"): kind})
+    target = {"analytics.orders": f"{NEW}.orders", "analytics.revenue": f"{NEW}.revenue"}
+    with pytest.raises(UnknownObjectAtLiveName, match=rf"`lakehouse`.`analytics`.`revenue` is a {kind}.*nothing was changed"):
+        statements = flip_statements(warehouse, target, {})
+        warehouse.execute_all(statements)
+    assert warehouse.batches == []  # refused while the statements were built: nothing was sent
 
 
 def test_mixed_case_names_are_matched_as_databricks_stores_them_in_lower_case():

@@ -21,14 +21,16 @@ from blocks.environment import (
 from blocks.profile import rendered_profile
 from blocks.register import DEFAULT_FILE, RegistrationError, register
 
-from conftest import BUNDLED_PROJECT
+from conftest import BUNDLED_PROJECT, REPO
 
 PAT_CANARY = "dapi-CANARY-pat-7f3a9e"
 OAUTH_CANARY = "CANARY-oauth-secret-51c2"
+STAGING_CANARY = "CANARY-staging-secret-88d0"
 SLACK_CANARY = "http://127.0.0.1:9/CANARY-slack-hook"
 SECRETS = {
     "DATABRICKS_DEV_TOKEN": PAT_CANARY,
     "DATABRICKS_PROD_CLIENT_SECRET": OAUTH_CANARY,
+    "DATABRICKS_STAGING_CLIENT_SECRET": STAGING_CANARY,
     "SLACK_WEBHOOK_URL": SLACK_CANARY,
 }
 
@@ -50,7 +52,7 @@ def _write_spec(tmp_path: Path, mutate) -> Path:
     spec = yaml.safe_load(DEFAULT_FILE.read_text())
     mutate(spec)
     path = tmp_path / "environments.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))  # the file's order is the dropdown's
     return path
 
 
@@ -60,18 +62,27 @@ def test_register_is_idempotent(registered):
     assert second and all(line.startswith("unchanged") for line in second), second
 
 
-@pytest.mark.parametrize("name, auth", [("dev", "token"), ("prod", "oauth")])
-def test_databricks_profile_parses_with_real_adapter(registered, tmp_path, capfd, caplog, name, auth):
+@pytest.mark.parametrize("name, auth, retry_seconds", [
+    ("dev", "pat", 900), ("staging", "oauth-m2m", 900), ("prod", "oauth-m2m", 1200)])
+def test_databricks_profile_parses_with_real_adapter(registered, tmp_path, capfd, caplog, name, auth, retry_seconds):
+    from dbt.adapters.databricks.utils import QueryTagsUtils
+
     environment = load_environment(name)
     assert environment.adapter == "databricks" and environment.name == name
+    assert environment.require_databricks()[0].kind == auth  # the kind dbt, our SQL and the Jobs calls use
     caplog.set_level(logging.DEBUG)
-    with rendered_profile(environment, BUNDLED_PROJECT) as profile:
+    with rendered_profile(environment, BUNDLED_PROJECT, version="v20261202000000_abc123") as profile:
         profile_file = profile.profiles_dir / "profiles.yml"
         assert stat.S_IMODE(profile_file.stat().st_mode) == 0o600
         text = profile_file.read_text()
-        assert "env_var(" in text and PAT_CANARY not in text and OAUTH_CANARY not in text
-        assert ("auth_type: oauth" in text) == (auth == "oauth")
-        assert "_retry_stop_after_attempts_duration: 900" in text  # a bounded wait for the warehouse
+        assert "env_var(" in text and not any(c in text for c in (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY))
+        assert ("auth_type: oauth" in text) == (auth == "oauth-m2m")
+        written = yaml.safe_load(text)[profile.profile_name]["outputs"][name]
+        # connect_retry_seconds from environments.yaml: the connector's retry budget and socket timeout
+        assert written["connection_parameters"]["_retry_stop_after_attempts_duration"] == retry_seconds
+        assert written["connection_parameters"]["_socket_timeout"] == retry_seconds
+        assert QueryTagsUtils.parse_query_tags(written["query_tags"]) == {
+            "lakehouse_environment": name, "lakehouse_version": "v20261202000000_abc123"}  # no flow run here
         target = tmp_path / "target"
         result = dbtRunner().invoke([
             "parse", "--project-dir", str(BUNDLED_PROJECT), "--profiles-dir", str(profile.profiles_dir),
@@ -85,7 +96,7 @@ def test_databricks_profile_parses_with_real_adapter(registered, tmp_path, capfd
     haystacks = [captured.out, captured.err, caplog.text] + [
         p.read_text(errors="ignore") for p in [*leftovers, *target.rglob("*")] if p.is_file()
     ]
-    for canary in (PAT_CANARY, OAUTH_CANARY):
+    for canary in (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY):
         assert not any(canary in h for h in haystacks), f"{canary} leaked"
 
 
@@ -97,7 +108,7 @@ def test_secrets_only_in_secret_fields(registered):
         hidden = client.read_block_documents(include_secrets=False)
     allowed = {"token", "client_secret", "url"}
     for document in documents:
-        for path in _paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, SLACK_CANARY)):
+        for path in _paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY, SLACK_CANARY)):
             assert path[-1] in allowed, f"secret found in {document.name}: {'.'.join(path)}"
     assert not any(
         c in json.dumps(d.data, default=str) for d in hidden for c in (PAT_CANARY, OAUTH_CANARY, SLACK_CANARY)
@@ -159,6 +170,7 @@ def test_registration_names_missing_variable(tmp_path, monkeypatch):
 def test_registration_names_missing_credentials_block(tmp_path, monkeypatch, prefect_server):
     monkeypatch.setenv("DATABRICKS_DEV_TOKEN", "x")
     monkeypatch.setenv("DATABRICKS_PROD_CLIENT_SECRET", "x")
+    monkeypatch.setenv("DATABRICKS_STAGING_CLIENT_SECRET", "x")
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/x")
     path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(credentials="nowhere-creds"))
     with pytest.raises(RegistrationError, match="credentials block 'nowhere-creds', which is neither in the file nor registered"):
@@ -170,6 +182,22 @@ def test_registration_rejects_unsafe_schema(tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(schema="analytics; drop table x"))
     with pytest.raises(RegistrationError, match="unsafe schema"):
+        register(path)
+
+
+def test_registration_refuses_a_databricks_environment_without_a_catalog(tmp_path, monkeypatch):
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    path = _write_spec(tmp_path, lambda s: s["environments"]["staging"].pop("catalog"))
+    with pytest.raises(RegistrationError, match="environment 'staging': a Databricks environment needs catalog"):
+        register(path)
+
+
+def test_registration_refuses_credentials_of_two_kinds(tmp_path, monkeypatch):
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    path = _write_spec(tmp_path, lambda s: s["credentials"]["databricks-dev"].update(tenant_id="tenant-guid"))
+    with pytest.raises(RegistrationError, match="credentials 'databricks-dev'.*not both: it has token_env and tenant_id"):
         register(path)
 
 
@@ -208,6 +236,7 @@ def test_azure_service_principal_profile_parses(tmp_path, capfd):
             databricks_instance="adb-1.azuredatabricks.net", client_id="app-id", client_secret=OAUTH_CANARY,
             tenant_id="tenant-guid"),
     )
+    assert environment.require_databricks()[0].sdk_config_kwargs()["auth_type"] == "azure-client-secret"
     with rendered_profile(environment, BUNDLED_PROJECT) as profile:
         text = (profile.profiles_dir / "profiles.yml").read_text()
         assert "azure_client_id: app-id" in text and OAUTH_CANARY not in text
@@ -219,3 +248,56 @@ def test_azure_service_principal_profile_parses(tmp_path, capfd):
         assert result.success, result.exception
     assert "ARM_TENANT_ID" not in os.environ
     assert OAUTH_CANARY not in capfd.readouterr().out
+
+
+def test_an_environment_added_only_to_a_copy_of_the_file_is_a_choice_everywhere(tmp_path, monkeypatch, prefect_server):
+    """`qa` is in a copy of environments.yaml alone (LAKEHOUSE_ENVIRONMENTS_FILE), with no code change:
+    it registers, `prefect deploy` puts it in the form's dropdown, and the CLI accepts a run against it."""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    from blocks.environment import ENVIRONMENTS_FILE_VAR, team_environment_names
+    from deployments.work_pools import LAKEHOUSE_PROCESS, apply_pool
+
+    for key, value in SECRETS.items():
+        monkeypatch.setenv(key, value)
+    spec_file = _write_spec(tmp_path, lambda s: s["environments"].update(
+        qa={"adapter": "duckdb", "schema": "qa", "duckdb_path": str(tmp_path / "qa.duckdb")}))
+    assert team_environment_names(spec_file) == ("local", "dev", "staging", "prod", "qa")
+    env = {**os.environ, ENVIRONMENTS_FILE_VAR: str(spec_file), "PREFECT_CLI_WRAP_LINES": "false"}
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump({
+        "name": "qa-check", "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
+        "deployments": [{"name": "production-qa-check", "entrypoint": "flows/production.py:production_run",
+                         "parameters": {"environment": "qa"}, "work_pool": {"name": LAKEHOUSE_PROCESS.name}}]}))
+    try:
+        assert any(line.endswith("dbt-lakehouse-environment/qa") for line in register(spec_file))
+        assert load_environment("qa").schema_name == "qa"
+        apply_pool(LAKEHOUSE_PROCESS)
+        deployed = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                                   str(prefect_file), "--name", "production-qa-check"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name("production-run/production-qa-check")
+        assert deployment.parameter_openapi_schema["properties"]["environment"]["enum"] == [
+            "local", "dev", "staging", "prod", "qa"]
+        # The CLI takes `qa`; the run then stops at the missing project, before any dbt work.
+        cli = subprocess.run([sys.executable, "-m", "flows.production", "--environment", "qa",
+                              "--project-dir", str(tmp_path / "no-project")],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert "invalid choice" not in cli.stderr and "production_run: Failed" in cli.stdout, cli.stdout + cli.stderr
+        assert "no-project" in cli.stdout + cli.stderr
+    finally:
+        with get_client(sync_client=True) as client:
+            for name, delete in (("production-run/production-qa-check", None), ("qa", "block")):
+                try:
+                    if delete:
+                        document = client.read_block_document_by_name(name, DbtEnvironment.get_block_type_slug())
+                        client.delete_block_document(document.id)
+                    else:
+                        client.delete_deployment(client.read_deployment_by_name(name).id)
+                except Exception:  # not created: nothing to remove
+                    pass

@@ -52,6 +52,7 @@ class RunReport:
     audit: list = field(default_factory=list)
     versions: list[dict] = field(default_factory=list)
     empty_layers: list[str] = field(default_factory=list)
+    query_history_filter: Optional[str] = None  # Databricks: the condition selecting this run's queries
 
     def record(self, name: str, result: StepResult) -> StepResult:
         status = "skipped" if result.skipped_reason else ("ok" if result.success else "failed")
@@ -103,6 +104,9 @@ def summary_markdown(report: RunReport) -> str:
     parts = [f"# dbt production run — `{report.environment}`: {report.outcome}"]
     if report.version:
         parts.append(f"Version: `{report.version}`")
+    if report.query_history_filter:
+        parts.append("Warehouse queries of this run (dbt's and the flow's own), for cost: "
+                     f"`SELECT * FROM system.query.history WHERE {report.query_history_filter}`")
     parts.append("## Steps\n" + markdown_table(
         ["step", "status", "seconds", "nodes", "note"],
         [[s.name, s.status, f"{s.seconds:.1f}", ", ".join(f"{k}={v}" for k, v in sorted(s.counts.items())), s.note]

@@ -3,9 +3,15 @@
 Payload (Jobs API 2.1 `POST /api/2.1/jobs/runs/submit`): one task holding a `dbt_task`. dbt's SQL
 runs on the environment's SQL warehouse (`warehouse_id`, so Databricks generates the profile and
 injects the token of the run's principal: no secret is in the payload); the dbt CLI itself runs
-on a single-node job cluster with dbt-databricks pinned as a PyPI library. That is the classic
-compute shape of Databricks' own dbt-sql bundle template. Serverless (a top-level `environments`
-list) is what Databricks recommends, but prefect-databricks' `jobs_runs_submit` cannot send it.
+either on a single-node job cluster with dbt-databricks pinned as a PyPI library (the classic
+compute shape of Databricks' own dbt-sql bundle template), or serverless: a top-level
+`environments` spec with dbt-databricks pinned in its dependencies, which the task names by
+`environment_key`. prefect-databricks' `jobs_runs_submit` cannot send `environments`, so the body
+is POSTed as it is through its generic `execute_endpoint`.
+
+Run states are read leniently, not through prefect-databricks 0.4.2's `Run` model: it lacks
+QUEUED and newer result states and raises on them. `status` (Jobs API 2.2) is followed first,
+`state` is the fallback; every documented value maps to running, succeeded or failed.
 
 Each part is validated through prefect-databricks' typed Jobs models, then dumped *by alias*:
 prefect-databricks 0.4.2 serializes models by field name, which would send `DbtTask.schema_`
@@ -22,11 +28,11 @@ from typing import Annotated, Any, Callable, Literal, Optional
 
 import httpx
 from prefect_databricks import DatabricksCredentials
-from prefect_databricks.jobs import jobs_runs_cancel, jobs_runs_get, jobs_runs_get_output, jobs_runs_submit
+from prefect_databricks.jobs import jobs_runs_cancel, jobs_runs_get, jobs_runs_get_output
 from prefect_databricks.models.jobs import (
-    ClusterTag, DbtTask, GitSource, Library, NewCluster, PythonPyPiLibrary, Run, RunSubmitTaskSettings,
-    SparkConfPair,
+    ClusterTag, DbtTask, GitSource, Library, NewCluster, PythonPyPiLibrary, RunSubmitTaskSettings, SparkConfPair,
 )
+from prefect_databricks.rest import HTTPMethod, execute_endpoint
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from blocks.environment import DbtEnvironment, EnvironmentConfigError
@@ -56,7 +62,7 @@ PRODUCTION_COMMANDS = [
     "dbt docs generate",
 ]
 TASK_KEY = "dbt"
-TERMINAL_STATES = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
+SERVERLESS_ENVIRONMENT_KEY = "dbt"
 WAREHOUSE_HTTP_PATH = re.compile(r"^/?sql/1\.0/(?:warehouses|endpoints)/([0-9A-Za-z]+)/?$")
 
 
@@ -81,6 +87,15 @@ class DbtCliCluster(BaseModel):
         return "i3.xlarge"
 
 
+class ServerlessEnvironment(BaseModel):
+    """Serverless compute for the dbt CLI: a job environment (Jobs API `environments[].spec`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment_version: str = Field("2", pattern=r"^\d+$", description="Serverless environment version.")
+    dbt_databricks: str = Field("dbt-databricks>=1.12,<1.13", description="PyPI requirement installed for dbt.")
+
+
 class DbtJobRequest(BaseModel):
     """What to run and from where; where it writes comes from the environment block."""
 
@@ -93,6 +108,8 @@ class DbtJobRequest(BaseModel):
     project_directory: ProjectDirectory = "dbt_project"
     timeout_seconds: int = Field(3 * 3600, ge=60)
     cluster: DbtCliCluster = Field(default_factory=DbtCliCluster)
+    serverless: Optional[ServerlessEnvironment] = Field(
+        None, description="Run the dbt CLI on serverless compute instead of the job cluster.")
 
 
 def warehouse_id_of(http_path: str) -> str:
@@ -112,25 +129,45 @@ def _json(model: BaseModel) -> dict[str, Any]:
 def submit_payload(request: DbtJobRequest, environment: DbtEnvironment, run_name: str,
                    idempotency_token: Optional[str] = None) -> dict[str, Any]:
     """The JSON body of `runs/submit` for `request` against `environment`'s warehouse, catalog and schema."""
-    credentials, http_path = environment.require_databricks()
+    auth, http_path = environment.require_databricks()
     dbt_task = DbtTask(commands=request.commands, warehouse_id=warehouse_id_of(http_path),
                        catalog=environment.catalog, schema=environment.schema_name,
                        project_directory=request.project_directory or None, source="GIT")
-    cluster = NewCluster(
-        spark_version=request.cluster.spark_version,
-        node_type_id=request.cluster.node_type_for(credentials.databricks_instance),
-        num_workers=0,
-        spark_conf=SparkConfPair.model_validate(
-            {"spark.master": "local[*, 4]", "spark.databricks.cluster.profile": "singleNode"}),
-        custom_tags=ClusterTag.model_validate({"ResourceClass": "SingleNode"}),
-        data_security_mode="SINGLE_USER",
-    )
-    task = RunSubmitTaskSettings(task_key=TASK_KEY, dbt_task=dbt_task, new_cluster=cluster,
-                                 libraries=[Library(pypi=PythonPyPiLibrary(package=request.cluster.dbt_databricks))])
+    environments = None
+    if request.serverless is not None:
+        task = _json(RunSubmitTaskSettings(task_key=TASK_KEY, dbt_task=dbt_task)) | {
+            "environment_key": SERVERLESS_ENVIRONMENT_KEY}
+        environments = [{"environment_key": SERVERLESS_ENVIRONMENT_KEY,
+                         "spec": {"environment_version": request.serverless.environment_version,
+                                  "dependencies": [request.serverless.dbt_databricks]}}]
+    else:
+        cluster = NewCluster(
+            spark_version=request.cluster.spark_version,
+            node_type_id=request.cluster.node_type_for(auth.host),
+            num_workers=0,
+            spark_conf=SparkConfPair.model_validate(
+                {"spark.master": "local[*, 4]", "spark.databricks.cluster.profile": "singleNode"}),
+            custom_tags=ClusterTag.model_validate({"ResourceClass": "SingleNode"}),
+            data_security_mode="SINGLE_USER",
+        )
+        task = _json(RunSubmitTaskSettings(
+            task_key=TASK_KEY, dbt_task=dbt_task, new_cluster=cluster,
+            libraries=[Library(pypi=PythonPyPiLibrary(package=request.cluster.dbt_databricks))]))
     git = GitSource(git_url=request.git_url, git_provider=request.git_provider, git_branch=request.git_branch)
-    payload = {"run_name": run_name, "tasks": [_json(task)], "git_source": _json(git),
+    payload = {"run_name": run_name, "tasks": [task], "git_source": _json(git), "environments": environments,
                "timeout_seconds": request.timeout_seconds, "idempotency_token": idempotency_token}
     return {key: value for key, value in payload.items() if value is not None}
+
+
+Outcome = Literal["running", "succeeded", "failed"]
+# The documented values (Jobs API runs/get; databricks-sdk 0.117 service/jobs.py, generated from
+# the API spec). Jobs API 2.1 `state.life_cycle_state`, and 2.2 `status.state`, that are not terminal:
+STILL_GOING = {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY", "WAITING"}
+# 2.1 life-cycle states that end a run without a result: it did not succeed.
+ENDED_WITHOUT_RESULT = {"SKIPPED", "INTERNAL_ERROR"}
+# `state.result_state` / `status.termination_details.code` of a run that did what it was asked.
+# SUCCESS_WITH_FAILURES is not among them: some task failed, so some dbt work did not succeed.
+SUCCEEDED = {"SUCCESS"}
 
 
 @dataclass(frozen=True)
@@ -138,32 +175,71 @@ class RunState:
     """One observation of a run (or of one of its tasks) from `runs/get`."""
 
     life_cycle_state: str
-    result_state: Optional[str]
+    result_state: Optional[str]  # the result state, or with `status` the termination code
     state_message: str
+    outcome: Outcome = "running"
 
     @classmethod
     def of(cls, run: Any) -> "RunState":
-        state = run.state
-        if state is None or state.life_cycle_state is None:
-            return cls("UNKNOWN", None, "")
-        result = state.result_state.value if state.result_state else None
-        return cls(state.life_cycle_state.value, result, state.state_message or "")
+        """Read from a run or task payload: `status` when present, else `state`; unknown values are kept."""
+        run = run if isinstance(run, dict) else {}
+        status = run.get("status") if isinstance(run.get("status"), dict) else {}
+        if status.get("state"):
+            life = str(status["state"])
+            details = status.get("termination_details") or {}
+            queue = status.get("queue_details") or {}
+            code = details.get("code")
+            message = details.get("message") or queue.get("message") or ""
+            succeeded = code in SUCCEEDED or (code is None and details.get("type") == "SUCCESS")
+        else:
+            state = run.get("state") if isinstance(run.get("state"), dict) else {}
+            life = str(state.get("life_cycle_state") or "UNKNOWN")
+            code = state.get("result_state")
+            message = state.get("state_message") or ""
+            succeeded = code in SUCCEEDED
+            if life in ENDED_WITHOUT_RESULT:
+                return cls(life, code, message, "failed")
+        if life != "TERMINATED":
+            # QUEUED, PENDING ... and any state added later: keep following (the wait is bounded)
+            return cls(life, code, message, "running")
+        return cls(life, code, message, "succeeded" if succeeded else "failed")
 
     @property
     def terminal(self) -> bool:
-        return self.life_cycle_state in TERMINAL_STATES
+        return self.outcome != "running"
 
     @property
     def succeeded(self) -> bool:
-        return self.life_cycle_state == "TERMINATED" and self.result_state == "SUCCESS"
+        return self.outcome == "succeeded"
 
     def __str__(self) -> str:
         text = self.life_cycle_state + (f" ({self.result_state})" if self.result_state else "")
         return text + (f": {self.state_message}" if self.state_message else "")
 
 
-def task_key_of(task: Any) -> str:
-    return str(getattr(task.task_key, "root", task.task_key))  # prefect-databricks wraps it in a RootModel
+@dataclass(frozen=True)
+class TaskRun:
+    task_key: str
+    run_id: Optional[int]
+    state: RunState
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What `runs/get` says about a run, read leniently: missing or unknown fields do not raise."""
+
+    run_id: int
+    run_page_url: Optional[str]
+    state: RunState
+    tasks: tuple[TaskRun, ...]
+
+    @classmethod
+    def of(cls, payload: Any, run_id: int) -> "JobRun":
+        payload = payload if isinstance(payload, dict) else {}
+        tasks = tuple(
+            TaskRun(str(task.get("task_key") or "?"), task.get("run_id"), RunState.of(task))
+            for task in payload.get("tasks") or [] if isinstance(task, dict))
+        return cls(int(payload.get("run_id") or run_id), payload.get("run_page_url"), RunState.of(payload), tasks)
 
 
 class DatabricksRunFailed(RunFailure):
@@ -181,13 +257,24 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, httpx.TransportError)
 
 
+async def _post_submit(credentials: DatabricksCredentials, payload: dict[str, Any]) -> dict[str, Any]:
+    response = await execute_endpoint.fn("/2.1/jobs/runs/submit", credentials, http_method=HTTPMethod.POST,
+                                         json=payload)
+    try:
+        response.raise_for_status()
+    except httpx.HTTPStatusError as error:  # Databricks' own error_code and message say why
+        raise httpx.HTTPStatusError(f"{error}: {response.text[:2000]}", request=error.request,
+                                    response=error.response) from None
+    return response.json()
+
+
 async def submit_run(credentials: DatabricksCredentials, payload: dict[str, Any], attempts: int = 3,
                      retry_delay: float = 10) -> int:
     """`runs/submit`; a transient failure is retried, which the payload's idempotency token makes safe."""
     attempt = 1
     while True:
         try:
-            response = await jobs_runs_submit.fn(databricks_credentials=credentials, **payload)
+            response = await _post_submit(credentials, payload)
             return int(response["run_id"])
         except Exception as error:
             if attempt >= attempts or not is_transient(error):
@@ -204,12 +291,12 @@ class StateLog:
         self.run_page_url: Optional[str] = None
         self.states: dict[str, RunState] = {}
 
-    def record(self, run: Run) -> RunState:
+    def record(self, run: JobRun) -> RunState:
         if self.run_page_url is None and run.run_page_url:
             self.run_page_url = run.run_page_url
             self.log(f"Databricks run {run.run_id}: {run.run_page_url}")
-        observed = [(f"Databricks run {run.run_id}", RunState.of(run))]
-        observed += [(f"Databricks run {run.run_id}, task {task_key_of(t)},", RunState.of(t)) for t in run.tasks or []]
+        observed = [(f"Databricks run {run.run_id}", run.state)]
+        observed += [(f"Databricks run {run.run_id}, task {t.task_key},", t.state) for t in run.tasks]
         for label, state in observed:
             if self.states.get(label) != state:
                 self.states[label] = state
@@ -218,10 +305,11 @@ class StateLog:
 
 
 async def follow_run(credentials: DatabricksCredentials, run_id: int, poll_interval: float, max_wait: float,
-                     log: Callable[[str], None], max_transient_errors: int = 5) -> Run:
+                     log: Callable[[str], None], max_transient_errors: int = 5) -> JobRun:
     """Poll `runs/get` until the run ends, logging every change of state of the run and of its tasks.
 
     Cancels the run if we stop following it before it ends (wait exceeded, error, flow cancelled).
+    A state we do not know is followed, not taken for an error: a queued run is not cancelled for it.
     """
     deadline = time.monotonic() + max_wait
     states = StateLog(log)
@@ -230,7 +318,7 @@ async def follow_run(credentials: DatabricksCredentials, run_id: int, poll_inter
     try:
         while True:
             try:
-                run = Run.model_validate(await jobs_runs_get.fn(run_id=run_id, databricks_credentials=credentials))
+                run = JobRun.of(await jobs_runs_get.fn(run_id=run_id, databricks_credentials=credentials), run_id)
                 transient_errors = 0
             except Exception as error:
                 transient_errors += 1
@@ -259,11 +347,11 @@ async def _cancel_quietly(credentials: DatabricksCredentials, run_id: int, log: 
         log(f"Databricks run {run_id}: could not cancel it ({error}); cancel it from its run page.")
 
 
-async def failure_message(credentials: DatabricksCredentials, run: Run, what: str) -> str:
+async def failure_message(credentials: DatabricksCredentials, run: JobRun, what: str) -> str:
     """Why `run` failed: its state, each failed task's error from `runs/get-output`, and the run page."""
-    lines = [f"{what} (Databricks run {run.run_id}) ended {RunState.of(run)}"]
-    for task in run.tasks or []:
-        state = RunState.of(task)
+    lines = [f"{what} (Databricks run {run.run_id}) ended {run.state}"]
+    for task in run.tasks:
+        state = task.state
         if state.succeeded or task.run_id is None:
             continue
         try:
@@ -271,6 +359,6 @@ async def failure_message(credentials: DatabricksCredentials, run: Run, what: st
         except Exception:  # the run's own state is still worth reporting
             output = {}
         error = " ".join(str(output.get("error") or "").split())[:500]
-        lines.append(f"task {task_key_of(task)}: {state}" + (f" — {error}" if error else ""))
+        lines.append(f"task {task.task_key}: {state}" + (f" — {error}" if error else ""))
     lines.append(f"Run page: {run.run_page_url or '(not given by Databricks)'}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from blocks.environment import DbtEnvironment, load_environment
 from blocks.local import local_paths
 from blocks.profile import rendered_profile
+from blocks.query_tags import query_history_filter
 from flows.core.artifacts import RunReport
 from flows.core.dbt import DbtProject
 from flows.core.lock import PublishLock
@@ -244,18 +245,21 @@ def open_run(options: RunOptions, run_id: str,
         # the version registry and the state are shared; a plan-only run writes neither
         if (options.publish or blue_green) and not options.plan_only:
             stack.enter_context(PublishLock(store, run_id))
-        live_profile = stack.enter_context(rendered_profile(environment, project_dir))
+        live_profile = stack.enter_context(rendered_profile(environment, project_dir, version=version))
         live = DbtProject(project_dir, live_profile, work / "target", options.vars, options.threads)
         build = live
         if version:
             schema = versioned_schema(environment.schema_name, version)
-            build_profile = stack.enter_context(rendered_profile(environment, project_dir, schema=schema))
+            build_profile = stack.enter_context(rendered_profile(environment, project_dir, schema=schema,
+                                                                 version=version))
             build = DbtProject(project_dir, build_profile, run_dir / "target", options.vars, options.threads)
         _prune_run_dirs(work / "runs")
         yield ProductionRun(
             options=options, environment=environment, store=store, run_id=run_id, run_dir=run_dir,
             live=live, build=build, version=version, journal=journal,
-            report=RunReport(environment=environment.name, version=version),
+            report=RunReport(environment=environment.name, version=version,
+                             query_history_filter=query_history_filter(run_id) if environment.adapter == "databricks"
+                             else None),
             **({"pause_before": pause_before} if pause_before else {}),
         )
 

@@ -11,10 +11,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from blocks.environment import DbtEnvironment, safe_identifier
+from blocks.profile import connection_retry_parameters
+from blocks.query_tags import run_query_tags, session_query_tags
 from flows.errors import InputError, RunFailure
+
+
+class UnknownObjectAtLiveName(RunFailure):
+    """A live name holds an object of a type the flip does not know how to replace."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +136,20 @@ class DatabricksDialect(Dialect):
         # Unity Catalog and the Hive metastore store names in lower case, whatever case dbt used.
         return identifier.lower()
 
+    # information_schema.tables' table_type values a flip may replace with a view, and how each is
+    # dropped: DROP TABLE also drops a streaming table, a materialized view takes its own DROP.
+    DROP_BY_KIND = {"VIEW": "DROP VIEW", "MANAGED": "DROP TABLE", "EXTERNAL": "DROP TABLE",
+                    "STREAMING_TABLE": "DROP TABLE", "MATERIALIZED_VIEW": "DROP MATERIALIZED VIEW"}
+
     def drop_relation(self, relation: Relation, kind: str) -> str:
-        # A materialized view takes its own DROP; DROP TABLE also drops a streaming table.
-        if kind == "MATERIALIZED_VIEW":
-            return f"DROP MATERIALIZED VIEW IF EXISTS {self.ref(relation)}"
-        return super().drop_relation(relation, kind)
+        # Anything else (a METRIC_VIEW, a FOREIGN table of a federated catalog, a type added later)
+        # is not ours to drop: refuse while the flip's statements are built, before any is sent.
+        verb = self.DROP_BY_KIND.get(kind)
+        if verb is None:
+            raise UnknownObjectAtLiveName(
+                f"{self.ref(relation)} is a {kind}, which the flip does not replace: nothing was changed. "
+                "Move or drop it by hand, or publish the model under another name")
+        return f"{verb} IF EXISTS {self.ref(relation)}"
 
     @staticmethod
     def string_literal(value: str) -> str:
@@ -246,35 +261,32 @@ class DatabricksWarehouse(Warehouse):
     PHASE_BY_VERB = {"CREATE SCHEMA": 0, "DROP TABLE": 1, "DROP MATERIALIZED": 1, "DROP SCHEMA": 3}
     OTHER_PHASE = 2
 
-    def __init__(self, environment: DbtEnvironment, max_workers: int = 8):
+    def __init__(self, environment: DbtEnvironment, max_workers: int = 8, version: Optional[str] = None):
         self.environment = environment
-        # dbt-databricks puts relations in hive_metastore when the profile names no catalog.
-        self.dialect = DatabricksDialect(environment.catalog or "hive_metastore")
+        self.auth, self.http_path = environment.require_databricks()  # refused here, before any work
+        self.dialect = DatabricksDialect(environment.catalog or "")  # required by require_databricks
         self.max_workers = max_workers
+        self.version = version
+
+    def connect_options(self) -> dict[str, Any]:
+        """databricks-sql-connector `connect()` arguments: the environment's one identity through a
+        databricks-sdk Config with an explicit auth_type, its retry budget, and this run's query tags."""
+        auth = self.auth
+
+        def credentials_provider():
+            # Called by the connector when it connects; building the Config authenticates.
+            return auth.sdk_config().authenticate
+
+        tags = run_query_tags(self.environment.name, self.version)
+        return {"server_hostname": auth.host, "http_path": self.http_path, "catalog": self.environment.catalog,
+                "credentials_provider": credentials_provider,
+                "session_configuration": {"QUERY_TAGS": session_query_tags(tags)},
+                **connection_retry_parameters(self.environment)}
 
     def _connect(self):
         from databricks import sql
 
-        credentials, http_path = self.environment.require_databricks()
-        options = {"server_hostname": credentials.databricks_instance, "http_path": http_path,
-                   "_retry_stop_after_attempts_duration": self.environment.connect_retry_seconds}
-        if credentials.token is not None:
-            options["access_token"] = credentials.token.get_secret_value()
-        elif credentials.tenant_id:
-            # An Azure Entra ID service principal (prefect-databricks' tenant_id).
-            options.update(auth_type="azure-sp-m2m", azure_client_id=credentials.client_id,
-                           azure_client_secret=credentials.client_secret.get_secret_value(),
-                           azure_tenant_id=credentials.tenant_id)
-        else:
-            from databricks.sdk.core import Config, oauth_service_principal
-
-            config = Config(
-                host=f"https://{credentials.databricks_instance}",
-                client_id=credentials.client_id,
-                client_secret=credentials.client_secret.get_secret_value(),
-            )
-            options["credentials_provider"] = lambda: oauth_service_principal(config)
-        return sql.connect(**options)
+        return sql.connect(**self.connect_options())
 
     def query(self, sql: str) -> list[tuple]:
         with closing(self._connect()) as connection, closing(connection.cursor()) as cursor:
@@ -314,7 +326,8 @@ class DatabricksWarehouse(Warehouse):
                 ) from errors[0]
 
 
-def warehouse_for(environment: DbtEnvironment) -> Warehouse:
+def warehouse_for(environment: DbtEnvironment, version: Optional[str] = None) -> Warehouse:
+    """`version`: the blue-green version a run builds, for the query tags of our statements."""
     if environment.adapter == "duckdb":
         return DuckDBWarehouse(str(environment.warehouse_path()))
-    return DatabricksWarehouse(environment)
+    return DatabricksWarehouse(environment, version=version)

@@ -19,10 +19,11 @@ from prefect.states import Completed
 from pydantic import PositiveInt
 
 from flows.core import dry_run, publishing, steps
-from flows.core.artifacts import find_regressions, publish_artifacts
+from flows.core.artifacts import publish_artifacts
 from flows.core.cli import flow_parser, run_from_shell
 from flows.core.dbt import StepResult
 from flows.core.layers import Plan
+from flows.core.progress import planned_steps
 from blocks.environment import EnvironmentName
 from flows.core.run import DEFAULT_LAYERS, Layer, ProductionRun, RunOptions, open_run
 
@@ -74,7 +75,9 @@ def source_freshness(run):
 
 @task(name="freshness gate", cache_policy=NO_CACHE)
 def freshness_gate(run, selection) -> Plan:
-    return _journaled_plan(run, lambda: steps.apply_gate(run, selection))
+    plan = _journaled_plan(run, lambda: steps.apply_gate(run, selection))
+    run.report.progress.expect(planned_steps(plan))  # the nodes the build steps' progress counts to
+    return plan
 
 
 @task(name="plan only", cache_policy=NO_CACHE)
@@ -193,21 +196,21 @@ def production_run(
         except BaseException as error:
             run.report.outcome = f"failed: {error}"
             publishing.discard_version(run, str(error))
-            _report(run.report)
+            _report(run.report, manifest=run.live.manifest)
             raise
-        _report(run.report, docs_url=_docs_url(run))
+        _report(run.report, docs_url=_docs_url(run), manifest=run.live.manifest)
         logger.info("Outcome: %s.", run.report.outcome)
         if run.report.outcome == "nothing to rebuild" or plan_only:
             return Completed(message=run.report.outcome)
         return run.report.outcome
 
 
-def _report(report, docs_url: Optional[str] = None) -> None:
+def _report(report, docs_url: Optional[str] = None, manifest=None) -> None:
     """Post the run's artifacts. They are reporting only: when the Prefect API cannot take them
     (it went away mid-run), say so and carry on, rather than fail a run that already published
     or hide the error a failing run is raising."""
     try:
-        publish_artifacts(report, docs_url=docs_url)
+        publish_artifacts(report, docs_url=docs_url, manifest=manifest)
     except Exception as error:  # noqa: BLE001
         get_run_logger().error("Could not post the run's artifacts (%s: %s); outcome: %s.",
                                type(error).__name__, error, report.outcome)
@@ -233,8 +236,7 @@ def _run_book(run: ProductionRun) -> None:
     docs(run)
     save_state(run)  # staged before the flip: live never points at a version whose state was not saved
     outcome = publish(run, plan)
-    promote_state(run)
-    run.report.regressions = find_regressions(run.report, run.store.timings())
+    promote_state(run)  # also compares this run's model timings with their history (regressions, trends)
     run.report.outcome = f"completed: {outcome}"
 
 

@@ -1,4 +1,5 @@
-"""A real browser opens a deployment's run form in the Prefect UI: the typed fields render and submit.
+"""A real browser in the Prefect UI: a deployment's run form (typed fields render and submit), and a
+finished production run's Artifacts tab (the timeline picture and the progress artifacts render).
 
 Debian's chromium, driven by playwright's Python API (no playwright-managed browser download).
 The screenshot of the filled form goes to the test's tmp folder; with UPDATE_DOCS_SCREENSHOT=1
@@ -22,6 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT = REPO / "docs" / "operator-run-form.png"
+ARTIFACTS_SCREENSHOT = REPO / "docs" / "run-artifacts.png"
 UI_TIMEOUT_MS = 30_000
 RUN_NAME = "rebuild-stg-customers"
 
@@ -128,3 +130,49 @@ def _runs_of(deployment) -> list:
     with get_client(sync_client=True) as client:
         return read_all(client.read_flow_runs,
                         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+
+
+def test_a_finished_runs_artifacts_show_the_timeline_picture_and_the_progress(prefect_server, landed_home, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from conftest import artifacts_of
+    from flows.core.artifacts import artifact_key
+    from flows.production import production_run
+
+    # A small run (one model and what reads it) still has seeds, two layers and several threads.
+    state = production_run(environment="local", select=["stg_customers+"], generate_docs=False, return_state=True)
+    assert state.is_completed(), state.message
+    flow_run_id = state.state_details.flow_run_id
+    by_key = {artifact.key: artifact for artifact in artifacts_of(flow_run_id)}
+    timeline, progress = by_key[artifact_key("local", "timeline")], by_key[artifact_key("local", "progress")]
+    ui = prefect_server.removesuffix("/api")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1400})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(f"{ui}/runs/flow-run/{flow_run_id}?tab=Artifacts")
+            # The tab lists a card per artifact; a card renders its description's first line as markdown.
+            card = page.locator(".artifact-card", has_text=timeline.key)
+            _expect_image_drawn(card.get_by_role("img", name="run timeline"))
+            expect(page.locator(".artifact-card", has_text=progress.key)).to_contain_text("whole run:")
+            screenshot = tmp_path / ARTIFACTS_SCREENSHOT.name
+            page.screenshot(path=str(screenshot), type="png", full_page=True)
+
+            page.goto(f"{ui}/artifacts/artifact/{timeline.id}")  # the artifact itself: the picture, full size
+            _expect_image_drawn(page.locator(".artifact-data-markdown").get_by_role("img", name="run timeline"))
+            page.goto(f"{ui}/artifacts/artifact/{progress.id}")
+            expect(page.locator(".artifact-data-progress")).to_have_text(re.compile(r"Progress:\s*100%"))
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1" or not ARTIFACTS_SCREENSHOT.exists():
+        shutil.copy(screenshot, ARTIFACTS_SCREENSHOT)
+
+
+def _expect_image_drawn(image) -> None:
+    """The <img> loaded and decoded its data: URI (an SVG the browser could not read has no width)."""
+    image.wait_for(state="visible")
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                                 timeout=UI_TIMEOUT_MS)

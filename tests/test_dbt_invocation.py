@@ -21,6 +21,7 @@ from prefect.context import get_run_context
 from prefect.utilities.collections import visit_collection
 
 from blocks.profile import RenderedProfile
+from flows.core.progress import StepProgress
 from flows.core.dbt import (EXPLICIT_SELECTION_LIMIT, DbtProject, NodeResult, StepResult,
                             _cancel_skips_closed_duckdb_connections, _with_reported_failures)
 
@@ -54,7 +55,9 @@ def project(generated, tmp_path) -> DbtProject:
 
 def test_prefect_does_not_walk_into_a_project_or_its_results(project):
     project.parse()
-    result = project.run(["seed"])
+    progress = StepProgress("seeds", to_run=0)  # the live-progress callback, counting dbt's NodeFinished events
+    result = project.run(["seed"], callbacks=[progress])
+    assert progress.finished == len([n for n in result.nodes if n.resource_type == "seed"]) > 0  # not the hooks
     visited = []
     visit_collection([project, result], lambda value: visited.append(value))
     # The list and its two items, nothing inside them (a manifest walk took seconds on 2,000 nodes).

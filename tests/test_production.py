@@ -62,6 +62,25 @@ def test_full_run_leaves_tables_snapshots_docs_state_and_artifacts(home, full_ru
         assert len(artifacts.get(artifact_key("local", what), [])) == 1, {k: len(v) for k, v in artifacts.items()}
     (summary,) = artifacts[artifact_key("local", "run-summary")]
     assert "build staging" in summary.data and "raw.orders" in summary.data
+    assert "## Slowest 10 models over their last runs" in summary.data  # the trend chart, from this first run
+    # Live progress: one artifact per build step and one for the run, each at 100% once it ended.
+    (progress,) = artifacts[artifact_key("local", "progress")]
+    assert progress.type == "progress" and progress.data == 100.0, progress.description
+    (staging,) = artifacts[artifact_key("local", "progress-build-staging")]
+    assert staging.data == 100.0 and staging.description.startswith("build staging: ")
+    # The timeline: an SVG inline, one row per dbt thread, the critical path named.
+    (timeline,) = artifacts[artifact_key("local", "timeline")]
+    svg = _embedded_svg(timeline.data, "run timeline")
+    assert "thread 1" in svg and "build staging" in svg and "Critical path" in timeline.data
+
+
+def _embedded_svg(markdown: str, alt: str) -> str:
+    import base64
+    import re
+
+    match = re.search(rf"!\[{alt}\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert match, markdown[:500]
+    return base64.b64decode(match.group(1)).decode()
 
 
 def _artifacts_by_key(state) -> dict[str, list]:

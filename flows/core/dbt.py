@@ -352,11 +352,12 @@ class DbtProject:
             self.parse()
         return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command))
 
-    def run(self, command: list[str], node_tasks: bool = False) -> StepResult:
+    def run(self, command: list[str], node_tasks: bool = False, callbacks: Sequence[Any] = ()) -> StepResult:
         """Run one dbt command and collect its node results.
 
         node_tasks: run it through prefect-dbt's PrefectDbtRunner, which makes one Prefect
         task run (and asset) per dbt node. Much slower on big projects; see bench/RESULTS.md.
+        callbacks: more dbt event callbacks (live progress); dbt calls them in its own threads.
         """
         # Not every command writes run_results.json: never read the one an earlier command left.
         (self.target_path / "run_results.json").unlink(missing_ok=True)
@@ -364,7 +365,7 @@ class DbtProject:
         argv = [*command, "--no-write-json"] if result_file else command
         started = time.perf_counter()
         failed = _FailedNodes(self)
-        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed])
+        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed, *callbacks])
         if result_file and hasattr(result.result, "write"):
             result.result.write(str(self.target_path / result_file))
         seconds = time.perf_counter() - started

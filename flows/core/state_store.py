@@ -5,7 +5,7 @@ Layout under the block's basepath:
     <environment>/latest/{manifest,sources,run_results}.json   what the freshness gate and slim CI read
     <environment>/latest/docs/                                  the static docs site
     <environment>/runs/<run id>/...                             the same files, kept for `history` runs
-    <environment>/timings.json                                  last 10 execution times per node
+    <environment>/timings.json                                  last 10 times (and rows) per model, same code
     <environment>/versions.json                                 blue-green version records
     <environment>/publish.lock                                  held while a run publishes
 """
@@ -16,8 +16,9 @@ import json
 import os
 import posixpath
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem as FsspecLocal
@@ -181,11 +182,49 @@ class StateStore:
         return posixpath.join(root, self._key("latest/docs/static_index.html"))
 
     # --- timing history -------------------------------------------------------------
-    def timings(self) -> dict[str, list[float]]:
-        return self.read_json("timings.json", default={})
+    def timings(self) -> dict[str, "ModelTimings"]:
+        """Each model's last TIMING_HISTORY execution times (and rows), since its code last changed."""
+        return {unique_id: ModelTimings.from_json(value)
+                for unique_id, value in self.read_json("timings.json", default={}).items()}
 
-    def record_timings(self, seconds_by_node: dict[str, float]) -> None:
+    def record_timings(self, samples: dict[str, "TimingSample"]) -> None:
         history = self.timings()
-        for unique_id, seconds in seconds_by_node.items():
-            history[unique_id] = (history.get(unique_id, []) + [round(seconds, 3)])[-TIMING_HISTORY:]
-        self.write_json("timings.json", history)
+        for unique_id, sample in samples.items():
+            history[unique_id] = history.get(unique_id, ModelTimings()).with_sample(sample)
+        self.write_json("timings.json", {unique_id: kept.to_json() for unique_id, kept in history.items()})
+
+
+@dataclass(frozen=True)
+class TimingSample:
+    """One model's build in one run: how long, which code (dbt's file checksum), how many rows."""
+
+    seconds: float
+    checksum: Optional[str] = None
+    rows: Optional[int] = None  # what the adapter reports (adapter_response.rows_affected); None if nothing
+
+
+@dataclass(frozen=True)
+class ModelTimings:
+    """A model's recent builds, all of the same code: a changed checksum starts a new baseline,
+    because a rewritten model taking longer is not a regression of the old one."""
+
+    checksum: Optional[str] = None
+    seconds: list[float] = field(default_factory=list)
+    rows: list[Optional[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, value: Any) -> "ModelTimings":
+        if isinstance(value, list):  # timings.json before checksums were kept: a bare list of seconds
+            return cls(None, [float(v) for v in value], [None] * len(value))
+        seconds = [float(v) for v in value.get("seconds", [])]
+        rows = list(value.get("rows", []))
+        return cls(value.get("checksum"), seconds, (rows + [None] * len(seconds))[: len(seconds)])
+
+    def to_json(self) -> dict:
+        return {"checksum": self.checksum, "seconds": self.seconds, "rows": self.rows}
+
+    def with_sample(self, sample: TimingSample) -> "ModelTimings":
+        changed = None not in (self.checksum, sample.checksum) and self.checksum != sample.checksum
+        seconds, rows = ([], []) if changed else (self.seconds, self.rows)
+        return ModelTimings(sample.checksum or self.checksum, (seconds + [round(sample.seconds, 3)])[-TIMING_HISTORY:],
+                            (rows + [sample.rows])[-TIMING_HISTORY:])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prefect.logging import get_run_logger
 
+from flows.core.artifacts import code_checksums, find_regressions, slowest_trends, timing_samples
 from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult, combined
 from flows.core.freshness import (
     GateDecision, decide_gate, gate_state_files, raise_if_stale, read_report, sources_with_freshness, undatable_sources,
@@ -153,9 +154,15 @@ def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> Ste
     if run.journal.failed == step and (retry_state / "run_results.json").exists():
         get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
         # dbt retry does not carry the deferral over: without it, refs to live cannot resolve
-        result = project.run(["retry", "--state", str(retry_state), *_deferral_flags(command)])
+        with run.report.progress.step(step) as progress:
+            result = project.run(["retry", "--state", str(retry_state), *_deferral_flags(command)],
+                                 callbacks=[progress])
     else:
-        result = project.run(command, node_tasks=run.options.node_tasks and command[0] == "build")
+        with run.report.progress.step(step) as progress:
+            result = project.run(command, node_tasks=run.options.node_tasks and command[0] == "build",
+                                 callbacks=[progress])
+            # prefect-dbt's runner (node_tasks) does not call our callback; hooks (operations) are no nodes to run
+            progress.saw(sum(1 for node in result.nodes if node.resource_type != "operation"))
     if result.run_results:
         attempt = run.run_dir / "steps" / f"{slug}.attempt-{_attempt()}.json"
         attempt.parent.mkdir(exist_ok=True)
@@ -255,13 +262,16 @@ def save_state(run: ProductionRun) -> Path:
 
 
 def promote_state(run: ProductionRun) -> None:
-    """After the flip: the staged state becomes latest (what the freshness gate and slim CI read), with docs."""
+    """After the flip: the staged state becomes latest (what the freshness gate and slim CI read), with docs;
+    this run's model timings join their history, once compared with it (regressions, trends)."""
+    history, checksums = run.store.timings(), code_checksums(run.live.parsed_manifest)
+    run.report.regressions = find_regressions(run.report, history, checksums)
+    run.report.trends = slowest_trends(run.report, history, checksums=checksums)
     if not run.changes_live:
         return
     docs_dir = run.build.target_path if run.options.generate_docs else None
     run.store.promote_run(run.run_id, docs_dir)
-    run.store.record_timings({n.unique_id: n.execution_time for n in run.report.nodes
-                              if n.resource_type == "model" and n.status == "success"})
+    run.store.record_timings(timing_samples(run.report, checksums))
 
 
 def _merged_run_results(run: ProductionRun) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import re
+from xml.etree import ElementTree
+
 from flows.core.artifacts import (
     Regression, RunReport, artifact_key, failures_markdown, find_regressions, markdown_table, model_timings,
-    summary_markdown,
+    slowest_trends, sparkline, summary_markdown, timing_samples,
 )
+from flows.core.state_store import ModelTimings, TimingSample
 from flows.core.dbt import NodeResult, StepResult
 from flows.core.freshness import SourceFreshness
 from flows.core.versions import AuditRow
@@ -39,11 +44,72 @@ def test_model_timings_are_the_built_nodes_slowest_first():
 
 
 def test_a_regression_is_three_times_the_median_of_enough_history():
-    history = {"model.shop.orders": [2.0, 3.0, 3.0], "seed.shop.codes": [0.01, 0.01, 0.01]}
-    found = find_regressions(report(), history)
+    history = {"model.shop.orders": ModelTimings("c1", [2.0, 3.0, 3.0], [None] * 3),
+               "seed.shop.codes": ModelTimings(None, [0.01, 0.01, 0.01], [None] * 3)}
+    found = find_regressions(report(), history, {"model.shop.orders": "c1"})
     assert found == [Regression("orders", 10.0, 3.0)] and round(found[0].factor, 2) == 3.33
-    assert find_regressions(report(), {"model.shop.orders": [2.0, 3.0]}) == []  # too little history
+    assert find_regressions(report(), {"model.shop.orders": ModelTimings(None, [2.0, 3.0])}) == []  # too little history
     assert Regression("x", 1.0, 0.0).factor == float("inf")
+
+
+def test_a_model_whose_code_changed_is_not_a_regression_of_the_old_code():
+    history = {"model.shop.orders": ModelTimings("old", [2.0, 3.0, 3.0], [None] * 3)}
+    assert find_regressions(report(), history, {"model.shop.orders": "new"}) == []
+    assert find_regressions(report(), history, {"model.shop.orders": "old"}) != []
+
+
+def test_a_regression_reports_the_rows_the_adapter_returned():
+    run = RunReport("prod")
+    run.record("build", StepResult("build", True, 9.0, [
+        NodeResult("model.shop.orders", "model", "orders", "success", "", 9.0, None, None, rows=5_000)]))
+    history = {"model.shop.orders": ModelTimings("c", [1.0, 1.0, 1.0], [100, None, 120])}
+    (found,) = find_regressions(run, history, {"model.shop.orders": "c"})
+    assert (found.rows, found.median_rows) == (5_000, 110)
+    assert "| orders | 9.00 | 1.00 | 9.0× | 5,000 | 110 |" in summary_markdown(_with(run, regressions=[found]))
+
+
+def test_timing_samples_keep_checksum_and_rows_of_successful_models_only():
+    samples = timing_samples(report(), {"model.shop.orders": "c1"})
+    assert samples == {"model.shop.orders": TimingSample(10.0, "c1", None)}
+
+
+def test_trends_chart_the_slowest_models_over_their_runs_of_the_same_code():
+    history = {"model.shop.orders": ModelTimings("c1", [4.0, 6.0], [None, None])}
+    assert slowest_trends(report(), history, checksums={"model.shop.orders": "c1"}) == {"orders": [4.0, 6.0, 10.0]}
+    assert slowest_trends(report(), history, checksums={"model.shop.orders": "c2"}) == {"orders": [10.0]}
+    assert sparkline([1.0, 2.0, 4.0]) == "▂▄█"
+    text = summary_markdown(_with(report(), trends={"orders": [4.0, 6.0, 10.0]}))
+    assert "## Slowest 1 models over their last runs" in text and "| orders | 10.00 | 6.00 | 3 | ▃▅█ |" in text
+    svg = _image(text, "slowest models over their last runs")
+    assert svg.startswith("<svg") and "Slowest models" in svg and "<path" in svg  # leather: a legend from 2 lines
+    ten = {f"model_{i}": [float(i), float(i + 1)] for i in range(10)}  # more lines than leather has colours
+    svg = _image(summary_markdown(_with(report(), trends=ten)), "slowest models over their last runs")
+    assert svg.count("<path") == 10 and "model_9" in svg
+
+
+def _with(run: RunReport, **fields) -> RunReport:
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return run
+
+
+def _image(markdown: str, alt: str) -> str:
+    """The SVG a markdown image with this alt text embeds as a data: URI."""
+    match = re.search(rf"!\[{re.escape(alt)}\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert match, markdown[:300]
+    svg = base64.b64decode(match.group(1)).decode()
+    ElementTree.fromstring(svg)  # well-formed: an <img> renders it
+    return svg
+
+
+def test_a_skipped_step_leaves_the_progress_total():
+    run = RunReport("prod")
+    run.progress.expect({"seeds": 2, "snapshots": 3})
+    run.record("snapshots", StepResult.skipped("snapshots", "run_snapshots=False"))
+    assert run.progress.run_to_run == 2
+    run.note("seeds", "skipped", "done in an earlier attempt of this run")
+    assert run.progress.run_to_run == 0
+    assert run.step_results == []
 
 
 def test_markdown_table_escapes_pipes_and_newlines():

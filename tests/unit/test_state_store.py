@@ -7,7 +7,9 @@ import os
 import pytest
 from prefect.filesystems import LocalFileSystem
 
-from flows.core.state_store import STATE_FILES, TIMING_HISTORY, StateStore, StateStoreError
+from flows.core.state_store import (
+    STATE_FILES, TIMING_HISTORY, ModelTimings, StateStore, StateStoreError, TimingSample,
+)
 
 
 @pytest.fixture
@@ -66,8 +68,24 @@ def test_history_keeps_the_newest_runs(store, tmp_path):
 
 def test_timings_keep_the_last_runs_per_node(store):
     for seconds in range(TIMING_HISTORY + 2):
-        store.record_timings({"model.s.a": seconds + 0.00049})
-    assert store.timings()["model.s.a"] == [float(s) for s in range(2, TIMING_HISTORY + 2)]
+        store.record_timings({"model.s.a": TimingSample(seconds + 0.00049, "c1", rows=seconds)})
+    kept = store.timings()["model.s.a"]
+    assert kept.seconds == [float(s) for s in range(2, TIMING_HISTORY + 2)]
+    assert kept.rows == list(range(2, TIMING_HISTORY + 2)) and kept.checksum == "c1"
+
+
+def test_a_changed_checksum_starts_a_new_baseline(store):
+    for seconds in (1.0, 1.0, 1.0):
+        store.record_timings({"model.s.a": TimingSample(seconds, "old")})
+    store.record_timings({"model.s.a": TimingSample(9.0, "new", rows=None)})
+    assert store.timings()["model.s.a"] == ModelTimings("new", [9.0], [None])
+
+
+def test_timings_saved_before_checksums_read_as_history_of_unknown_code(store):
+    store.write_json("timings.json", {"model.s.a": [1.0, 2.0]})
+    assert store.timings()["model.s.a"] == ModelTimings(None, [1.0, 2.0], [None, None])
+    store.record_timings({"model.s.a": TimingSample(3.0, "c1", 7)})  # unknown code: kept, adopts the checksum
+    assert store.timings()["model.s.a"] == ModelTimings("c1", [1.0, 2.0, 3.0], [None, None, 7])
 
 
 def test_an_unwritable_store_says_so(tmp_path):

@@ -108,6 +108,9 @@ class DbtEnvironment(Block):
     )
     blue_green: BlueGreenSettings = Field(default_factory=BlueGreenSettings, description="Blue-green publish settings.")
     step_timeout_seconds: int = Field(3600, ge=1, description="Timeout of each dbt step of a run.")
+    transient_retries: int = Field(
+        2, ge=0, le=10, description="How many times a step re-runs its transiently failed nodes (a dropped connection, "
+        "HTTP 429/503, a Delta concurrent-write conflict) with dbt retry, with backoff. 0: never.")
     connect_retry_seconds: int = Field(
         900, ge=1, le=86400,
         description="Databricks only: keep retrying to reach the SQL warehouse this long (it may be starting), then "

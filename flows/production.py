@@ -24,6 +24,7 @@ from flows.core.cli import flow_parser, run_from_shell
 from flows.core.dbt import StepResult
 from flows.core.layers import Plan
 from flows.core.progress import planned_steps
+from flows.core.stop import step_deadline
 from blocks.environment import EnvironmentName
 from flows.core.run import DEFAULT_LAYERS, Layer, ProductionRun, RunOptions, open_run
 
@@ -38,7 +39,9 @@ def _step(name: str):
                 run.report.note(name, "skipped", "done in an earlier attempt of this run")
                 return None
             try:
-                result = function(run, *args)
+                # The step's timeout: it cancels the step's dbt queries, then fails naming the step (stop.py)
+                with step_deadline(name, run.environment.step_timeout_seconds):
+                    result = function(run, *args)
             except steps.StepFailed as failure:
                 run.report.record(name, failure.result)
                 run.journal.fail(name)
@@ -52,9 +55,7 @@ def _step(name: str):
             run.journal.complete(name)
             return result
 
-        def call(run: ProductionRun, *args):
-            return run_step.with_options(timeout_seconds=run.environment.step_timeout_seconds)(run, *args)
-        return call
+        return run_step
     return wrap
 
 

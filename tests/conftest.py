@@ -136,6 +136,7 @@ def landed_home(lakehouse_home, landed_template) -> Path:
 CATEGORIES = {
     "test_bad_input": "bad input", "test_faults": "faults", "test_secrets": "secrets",
     "test_concurrency": "concurrency", "test_soak": "soak",
+    "test_transient": "transient failures and stops",
 }
 _cases: dict[str, tuple[str, str]] = {}  # test id -> (category, outcome)
 _timings: dict[str, str] = {}

@@ -22,8 +22,8 @@ from prefect.utilities.collections import visit_collection
 
 from blocks.profile import RenderedProfile
 from flows.core.progress import StepProgress
-from flows.core.dbt import (EXPLICIT_SELECTION_LIMIT, DbtProject, NodeResult, StepResult,
-                            _cancel_skips_closed_duckdb_connections, _with_reported_failures)
+from flows.core.dbt import EXPLICIT_SELECTION_LIMIT, DbtProject, NodeResult, StepResult, _cancel_skips_closed_duckdb_connections
+from flows.core.results import with_reported_failures as _with_reported_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -14,6 +14,7 @@ import leather
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.core.dbt import BUILDABLE, NodeResult, StepResult
+from flows.core.results import Rescue
 from flows.core.freshness import SourceFreshness
 from flows.core.progress import RunProgress
 from flows.core.state_store import ModelTimings, TimingSample
@@ -94,6 +95,11 @@ class RunReport:
     @property
     def failures(self) -> list[NodeResult]:
         return [node for node in self.nodes if node.failed]
+
+    @property
+    def rescues(self) -> list[Rescue]:
+        """Nodes that failed transiently and that a step ran again with dbt retry (flows/core/transient.py)."""
+        return [rescue for result in self.results for rescue in result.rescues]
 
 
 def model_timings(report: RunReport) -> list[dict]:
@@ -201,6 +207,12 @@ def summary_markdown(report: RunReport) -> str:
     if report.undatable:
         parts.append("Sources with no freshness configured and no change signal (what reads them is always "
                      "rebuilt): " + ", ".join(f"`{name}`" for name in report.undatable))
+    if report.rescues:
+        final = {node.unique_id: node.status for node in report.nodes}
+        parts.append("## Transient failures rescued (dbt retry inside the step)\n" + markdown_table(
+            ["node", "error", "attempt", "then"],
+            [[r.node, r.error, r.attempt, final.get(r.node, "")] for r in report.rescues],
+        ))
     if report.failures:
         parts.append("## Failures\n" + failures_markdown(report))
     if report.regressions:

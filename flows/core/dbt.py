@@ -16,157 +16,41 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 
 from blocks.profile import RenderedProfile
-from flows.errors import InputError, RunFailure
+from flows.core.command import DbtCommand
+from flows.core.results import (FAILED_STATUSES, NodeResult, Rescue, StepResult, combined, compiled_path, node_result,
+                                rescued, with_reported_failures)
+from flows.core.selection import (BUILDABLE, EXECUTED, EXPLICIT_SELECTION_LIMIT, exact_selector, fqn_selector,
+                                  resource_type_of, unexecuted_types, TESTS)
+from flows.core.stop import dbt_invocation
+from flows.errors import RunFailure
 
-BUILDABLE = ("model", "seed", "snapshot")  # what a run materialises
-TESTS = ("test", "unit_test")  # data tests and unit tests
-EXECUTED = (*BUILDABLE, *TESTS)  # what `dbt build` runs for them: the only nodes we ever select
-# dbt matches every `--select` term against every node: an explicit list of N node
-# selectors costs O(N x nodes) (~14 us each: 2,000 of them on a 2,000-node project took
-# ~55 s). Above this many terms, checking a covering selector with one `ls` (~1 s) pays.
-EXPLICIT_SELECTION_LIMIT = 40
 # Commands that, left to themselves, rewrite manifest.json after running (dbt's GraphRunnableTask):
 # 2.2 s per command on a 2,000-node project, for a manifest that does not change between steps.
 # They run with `--no-write-json`; we write their own result file, and the manifest once, on demand.
 RESULT_FILES = {"build": "run_results.json", "run": "run_results.json", "test": "run_results.json",
                 "seed": "run_results.json", "snapshot": "run_results.json", "retry": "run_results.json",
                 "compile": "run_results.json", "source": "sources.json"}
-
-
-FAILED_STATUSES = {"error", "fail", "runtime error"}
 # Commands that work without a parsed project: `deps` must run before the first parse can succeed
 # (a project with packages does not parse until they are installed).
 NEEDS_NO_MANIFEST = {"deps", "clean", "debug"}
 
 
+# Re-exported: what callers of this module used to find here before it was split.
+__all__ = ["BUILDABLE", "EXECUTED", "EXPLICIT_SELECTION_LIMIT", "FAILED_STATUSES", "DbtCommand", "DbtCommandError",
+           "DbtProject", "NodeResult", "Rescue", "StepResult", "combined", "exact_selector", "fqn_selector", "rescued",
+           "resource_type_of", "unexecuted_types", "TESTS"]
+
+
 class DbtCommandError(RunFailure):
     """dbt itself failed (parse error, bad selector, crash) rather than a node."""
-
-
-@dataclass(frozen=True)
-class NodeResult:
-    unique_id: str
-    resource_type: str
-    name: str
-    status: str
-    message: str
-    execution_time: float
-    compiled_path: Optional[str]
-    relation: Optional[str]
-    rows: Optional[int] = None
-
-    @property
-    def failed(self) -> bool:
-        return self.status in FAILED_STATUSES
-
-
-class StepResult:
-    """What one dbt command did. A plain class so Prefect does not walk its run_results (see module doc)."""
-
-    def __init__(self, command: str, success: bool, seconds: float, nodes: Optional[list[NodeResult]] = None,
-                 skipped_reason: Optional[str] = None, run_results: Optional[dict] = None):
-        self.command = command
-        self.success = success
-        self.seconds = seconds
-        self.nodes: list[NodeResult] = nodes if nodes is not None else []
-        self.skipped_reason = skipped_reason
-        self.run_results = run_results  # dbt's own run_results.json of this command
-
-    def __repr__(self) -> str:
-        state = f"skipped: {self.skipped_reason}" if self.skipped_reason else ("ok" if self.success else "failed")
-        return f"StepResult({self.command!r}, {state}, {self.seconds:.1f}s, {len(self.nodes)} nodes)"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StepResult) and vars(self) == vars(other)
-
-    def counts(self) -> dict[str, int]:
-        totals: dict[str, int] = {}
-        for node in self.nodes:
-            totals[node.status] = totals.get(node.status, 0) + 1
-        return totals
-
-    @property
-    def failures(self) -> list[NodeResult]:
-        return [node for node in self.nodes if node.failed]
-
-    @classmethod
-    def skipped(cls, command: str, reason: str) -> "StepResult":
-        return cls(command=command, success=True, seconds=0.0, skipped_reason=reason)
-
-
-def combined(first: StepResult, then: StepResult) -> StepResult:
-    """One step made of two dbt commands: their nodes, time and run results together, so the
-    saved state (built from run_results) holds every node the report shows."""
-    run_results = first.run_results
-    if then.run_results:
-        before = first.run_results or {}
-        run_results = {**(before or then.run_results),  # dbt's metadata and args of the first command
-                       "results": [*before.get("results", []), *then.run_results["results"]],
-                       "elapsed_time": before.get("elapsed_time", 0) + then.run_results.get("elapsed_time", 0)}
-    return StepResult(first.command, first.success and then.success, first.seconds + then.seconds,
-                      [*first.nodes, *then.nodes], first.skipped_reason, run_results)
-
-
-def resource_type_of(unique_id: str) -> str:
-    """The resource type of any unique_id in the manifest ("model", "exposure", "metric", ...)."""
-    return unique_id.split(".", 1)[0]  # dbt builds every unique_id as <resource type>.<package>.<name>...
-
-
-def unexecuted_types(manifest: Manifest) -> list[str]:
-    """The resource types this project defines that dbt does not build (selectors match them)."""
-    defined = {"source": manifest.sources, "exposure": manifest.exposures, "metric": manifest.metrics,
-               "semantic_model": manifest.semantic_models, "saved_query": manifest.saved_queries}
-    kinds = [kind for kind, nodes in defined.items() if nodes]
-    if any(node.resource_type.value == "analysis" for node in manifest.nodes.values()):
-        kinds.append("analysis")
-    return kinds
-
-
-def fqn_selector(manifest: Manifest, unique_id: str) -> str:
-    """`fqn:<the node's fqn>`. dbt matches an fqn selector as a prefix: a model's also matches its
-    unit tests (their fqn continues with the test's name) and, unversioned, all its versions."""
-    node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
-    if node is None or resource_type_of(unique_id) not in EXECUTED:
-        raise InputError(f"{unique_id} is not a node dbt builds: it cannot be selected on its own")
-    return "fqn:" + ".".join(node.fqn)
-
-
-def exact_selector(manifest: Manifest, unique_id: str) -> str:
-    """One selector term matching this node and nothing else: its fqn, intersected with its type."""
-    return f"{fqn_selector(manifest, unique_id)},resource_type:{resource_type_of(unique_id)}"
-
-
-def _compiled_path(node: Any, target_path: Path, project_name: str) -> Optional[str]:
-    original = getattr(node, "original_file_path", None)
-    if not original or node.resource_type.value not in {"model", "test", "snapshot", "seed"}:
-        return None
-    return str(target_path / "compiled" / getattr(node, "package_name", project_name) / original)
-
-
-def _node_result(result: Any, target_path: Path, project_name: str) -> NodeResult:
-    node = result.node
-    compiled = _compiled_path(node, target_path, project_name)
-    status = getattr(result.status, "value", str(result.status))
-    rows = getattr(getattr(result, "adapter_response", None), "get", lambda *_: None)("rows_affected")
-    return NodeResult(
-        unique_id=node.unique_id,
-        resource_type=node.resource_type.value,
-        name=node.name,
-        status=str(status),
-        message=str(result.message or ""),
-        execution_time=float(result.execution_time or 0.0),
-        compiled_path=compiled,
-        relation=getattr(node, "relation_name", None),
-        rows=rows,
-    )
 
 
 class _FailedNodes:
@@ -198,38 +82,19 @@ class _FailedNodes:
         self.nodes.append(NodeResult(
             unique_id=info.unique_id, resource_type=info.resource_type, name=info.node_name,
             status=result.status, message=result.message, execution_time=result.execution_time,
-            compiled_path=_compiled_path(node, self.project.target_path, self.project.project_name) if node else None,
+            compiled_path=compiled_path(node, self.project.target_path, self.project.project_name) if node else None,
             relation=getattr(node, "relation_name", None),
         ))
-
-
-def _with_reported_failures(nodes: list[NodeResult], run_results: Optional[dict],
-                            reported: list[NodeResult]) -> tuple[list[NodeResult], Optional[dict]]:
-    """Put back the failures dbt's fail-fast lost from its own results, first failure first.
-
-    dbt-core's fail-fast stop can run before the failing node's result reaches its results
-    list (the worker thread flags the stop, the pool thread records the result): that node
-    then shows as "skipped". The run must report it as failed, and `dbt retry` must rerun it.
-    The nodes the stop cancelled fail after it ("Interrupted"): the failure that stopped the
-    run is listed before them, in the order the callback saw them finish.
-    """
-    recorded = {node.unique_id for node in nodes if node.failed}
-    lost = {node.unique_id: node for node in reported if node.unique_id not in recorded}
-    nodes = [node for node in nodes if node.unique_id not in lost] + list(lost.values())
-    for entry in (run_results or {}).get("results", []):
-        if entry["unique_id"] in lost:
-            entry.update(status=lost[entry["unique_id"]].status, message=lost[entry["unique_id"]].message)
-    finished = {node.unique_id: order for order, node in enumerate(reported)}
-    return sorted(nodes, key=lambda node: finished.get(node.unique_id, len(finished))), run_results
 
 
 def _invoke(runner: Any, argv: list[str]) -> Any:
     if "dbt.adapters.duckdb" in sys.modules:  # loaded by the parse that precedes every command
         _cancel_skips_closed_duckdb_connections()
-    try:
-        return runner.invoke(argv)
-    finally:
-        _close_embedded_database()
+    with dbt_invocation():  # a step timeout or SIGTERM now cancels its queries (flows/core/stop.py)
+        try:
+            return runner.invoke(argv)
+        finally:
+            _close_embedded_database()
 
 
 def _cancel_skips_closed_duckdb_connections() -> None:
@@ -297,7 +162,7 @@ class DbtProject:
         """The manifest, parsing the project first if it has not been parsed yet."""
         return self.manifest if self.manifest is not None else self.parse()
 
-    def _argv(self, command: list[str]) -> list[str]:
+    def _argv(self, command: list[str], vars: Optional[dict] = None, threads: Optional[int] = None) -> list[str]:
         argv = [
             *command,
             "--project-dir", str(self.project_dir),
@@ -306,10 +171,11 @@ class DbtProject:
             *(["--target-path", str(self.target_path)] if command[0] != "deps" else []),  # deps has no such option
             "--log-path", str(self.target_path / "logs"),
         ]
-        if self.vars:
-            argv += ["--vars", json.dumps(self.vars)]
-        if self.threads and command[0] not in {"parse", "deps", "ls", "list", "clean"}:
-            argv += ["--threads", str(self.threads)]
+        vars, threads = (vars if vars is not None else self.vars), (threads or self.threads)
+        if vars:
+            argv += ["--vars", json.dumps(vars)]
+        if threads and command[0] not in {"parse", "deps", "ls", "list", "clean"}:
+            argv += ["--threads", str(threads)]
         return argv
 
     def install_packages(self) -> StepResult:
@@ -345,45 +211,63 @@ class DbtProject:
             self._manifest_written = True
         return self.target_path
 
-    def raw_invoke(self, command: list[str], callbacks: Sequence[Any] = ()) -> Any:
+    def raw_invoke(self, command: list[str], callbacks: Sequence[Any] = (),
+                   overrides: tuple[Optional[dict], Optional[int]] = (None, None)) -> Any:
         if command[0] in NEEDS_NO_MANIFEST:
-            return _invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command))
+            return _invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command, *overrides))
         if self.manifest is None:
             self.parse()
-        return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command))
+        return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command, *overrides))
 
-    def run(self, command: list[str], node_tasks: bool = False, callbacks: Sequence[Any] = ()) -> StepResult:
-        """Run one dbt command and collect its node results.
+    def command(self, verb: str, **fields: Any) -> DbtCommand:
+        """A command of this project: its vars and threads unless `fields` say otherwise."""
+        return DbtCommand(verb, **{"vars": self.vars, "threads": self.threads, **fields})
+
+    def run(self, command: Union[DbtCommand, list[str]], node_tasks: bool = False,
+            callbacks: Sequence[Any] = ()) -> StepResult:
+        """Run one dbt command and collect its node results, run_results and sources.json, read once.
 
         node_tasks: run it through prefect-dbt's PrefectDbtRunner, which makes one Prefect
         task run (and asset) per dbt node. Much slower on big projects; see bench/RESULTS.md.
         callbacks: more dbt event callbacks (live progress); dbt calls them in its own threads.
         """
-        # Not every command writes run_results.json: never read the one an earlier command left.
-        (self.target_path / "run_results.json").unlink(missing_ok=True)
-        result_file = RESULT_FILES.get(command[0])
-        argv = [*command, "--no-write-json"] if result_file else command
+        if isinstance(command, DbtCommand):
+            # vars and threads are the project's own (_argv adds them), unless the command sets others
+            words, argv_of_command = command.words, replace(command, vars={}, threads=None).argv()
+            overrides = (dict(command.vars) if command.vars != self.vars else None,
+                         command.threads if command.threads != self.threads else None)
+        else:
+            words, argv_of_command, overrides = command, list(command), (None, None)
+        result_file = RESULT_FILES.get(words[0])
+        # Not every command writes its result file: never read the one an earlier command left.
+        if result_file:
+            (self.target_path / result_file).unlink(missing_ok=True)
+        argv = [*argv_of_command, "--no-write-json"] if result_file else argv_of_command
         started = time.perf_counter()
         failed = _FailedNodes(self)
-        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed, *callbacks])
+        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed, *callbacks], overrides)
+        artifact = None
         if result_file and hasattr(result.result, "write"):
-            result.result.write(str(self.target_path / result_file))
+            result.result.write(str(self.target_path / result_file))  # for people and `dbt retry --state`
+            artifact = self.artifact(result_file)
         seconds = time.perf_counter() - started
+        label = " ".join(argv_of_command)
         if result.exception is not None and failed.nodes:
-            return StepResult(" ".join(command), False, seconds, failed.nodes)
+            return StepResult(label, False, seconds, failed.nodes)
         if result.exception is not None:
-            raise DbtCommandError(f"dbt {' '.join(command[:2])} failed: {type(result.exception).__name__}: "
+            raise DbtCommandError(f"dbt {' '.join(words[:2])} failed: {type(result.exception).__name__}: "
                                   f"{result.exception}")
         nodes = [
-            _node_result(r, self.target_path, self.project_name)
+            node_result(r, self.target_path, self.project_name)
             for r in (getattr(result.result, "results", None) or [])
         ]
-        run_results = self.artifact("run_results.json") if nodes else None
+        sources = artifact if result_file == "sources.json" else None
+        run_results = artifact if result_file == "run_results.json" and nodes else None
         if not result.success and failed.nodes:
-            nodes, run_results = _with_reported_failures(nodes, run_results, failed.nodes)
-            if run_results:  # what a flow retry hands to `dbt retry`
+            nodes, run_results = with_reported_failures(nodes, run_results, failed.nodes)
+            if run_results:  # the file, for people, says what the result says
                 (self.target_path / "run_results.json").write_text(json.dumps(run_results))
-        return StepResult(" ".join(command), bool(result.success), seconds, nodes, run_results=run_results)
+        return StepResult(label, bool(result.success), seconds, nodes, run_results=run_results, sources=sources)
 
     def _invoke_with_node_tasks(self, command: list[str]) -> Any:
         # Imported here: prefect-dbt costs import time only to runs that ask for node tasks.
@@ -427,7 +311,12 @@ class DbtProject:
         return exact_selector(self.parsed_manifest, unique_id)
 
     def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
-        """Flags that select exactly `ids`, with as few selector terms as we can.
+        """Flags that select exactly `ids` (see `selecting`)."""
+        select, exclude = self.selecting(ids, covers)
+        return ["--select", *select, *(["--exclude", *exclude] if exclude else []), "--indirect-selection", "empty"]
+
+    def selecting(self, ids: Iterable[str], covers: Iterable[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(select, exclude) that pick exactly `ids`, with indirect selection "empty", in as few terms as we can.
 
         `covers` are selectors likely to match most of `ids` (a layer's own selector, say).
         When one of them, plus or minus a few nodes, selects exactly `ids`, that is what we
@@ -442,7 +331,7 @@ class DbtProject:
             self.parse()
         exact = ["--indirect-selection", "empty"]
         wanted = {unique_id for unique_id in ids if resource_type_of(unique_id) in EXECUTED}
-        best = ["--select", *sorted(self.node_selector(i) for i in wanted), *exact]
+        best: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(sorted(self.node_selector(i) for i in wanted)), ())
         best_terms = len(wanted)
         if best_terms <= EXPLICIT_SELECTION_LIMIT:
             return best
@@ -454,9 +343,7 @@ class DbtProject:
             terms = 1 + len(extra) + len(surplus) + len(not_executed)
             if terms < best_terms:
                 best_terms = terms
-                best = ["--select", cover, *sorted(self.node_selector(i) for i in extra)]
-                best += ["--exclude", *excluded] if excluded else []
-                best += exact
+                best = ((cover, *sorted(self.node_selector(i) for i in extra)), tuple(excluded))
         return best
 
     def artifact(self, name: str) -> Optional[dict]:

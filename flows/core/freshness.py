@@ -270,10 +270,22 @@ def decide_gate(run: "ProductionRun", selection: set[str], list_modified: bool =
     gated = run.live.list_ids(gate_selectors(manifest, rebuild), None, BUILDABLE, extra=state)
     logger.info("Freshness gate: %d of %d selected nodes are downstream of fresher or changed sources, "
                 "or changed.", len(selection & gated), len(selection))
-    fresher = fresher_sources(run.live.artifact("sources.json"), run.store.read_json("latest/sources.json", default={}))
+    fresher = fresher_sources(run_sources(run), run.store.read_json("latest/sources.json", default={}))
     modified = frozenset(run.live.list_ids(["state:modified"], None, BUILDABLE, extra=state)) if list_modified else None
     return GateDecision(frozenset(selection & gated), len(selection), fresher=frozenset(fresher or ()), changed=changed,
                         modified=modified, fingerprint=fingerprint)
+
+
+def sources_file(run: "ProductionRun") -> Path:
+    """This run's own sources.json, kept in its run dir by the source freshness step (a flow retry that
+    skips that step still reads it): the gate and save_state read it there, never what a command left
+    in the shared target dir."""
+    return run.run_dir / "sources.json"
+
+
+def run_sources(run: "ProductionRun") -> Optional[dict]:
+    path = sources_file(run)
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def gate_state_files(run: "ProductionRun") -> dict[str, Path]:
@@ -320,7 +332,7 @@ def _provably_nothing_new(run: "ProductionRun", rebuild: set[str], fingerprint: 
     if not sources_with_freshness(manifest):
         return True
     previous = run.store.read_json("latest/sources.json")
-    return fresher_sources(run.live.artifact("sources.json"), previous) == set()
+    return fresher_sources(run_sources(run), previous) == set()
 
 
 def _gate_off_reason(run: "ProductionRun") -> str:

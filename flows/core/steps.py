@@ -7,16 +7,20 @@ functions so that the flow file reads like the runbook.
 from __future__ import annotations
 
 import json
-import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefect.logging import get_run_logger
 
 from flows.core.artifacts import code_checksums, find_regressions, slowest_trends, timing_samples
+from flows.core.command import DbtCommand
 from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult, combined
+from flows.core.results import Rescue, rescued
+from flows.core.transient import rescuable, transient_cause
 from flows.core.freshness import (
-    GateDecision, decide_gate, gate_state_files, raise_if_stale, read_report, sources_with_freshness, undatable_sources,
+    GateDecision, decide_gate, gate_state_files, sources_file, raise_if_stale, read_report, sources_with_freshness, undatable_sources,
 )
 from flows.core.layers import Graph, Plan, Stage, plan_stages
 from flows.core.run import ProductionRun
@@ -68,8 +72,12 @@ def source_freshness(run: ProductionRun) -> StepResult:
         return StepResult.skipped("source freshness", "no source has freshness configured")
     # Freshness queries each source itself: listing every schema's relations first (dbt's cache)
     # only costs time (0.35 s at 2,000 nodes on DuckDB; a round trip per schema on Databricks).
-    result = run.live.run(["source", "freshness", "--no-populate-cache"])
-    run.report.freshness = read_report(run.live.artifact("sources.json"), manifest, result.nodes)
+    result = run.live.run(run.live.command("source freshness", extra=("--no-populate-cache",)))
+    # This run's own copy, in its run dir (a flow retry that skips this step still reads it): the gate
+    # and save_state read it there, never what a command left in the shared target dir.
+    if result.sources is not None:
+        sources_file(run).write_text(json.dumps(result.sources))
+    run.report.freshness = read_report(result.sources, manifest, result.nodes)
     for warning in raise_if_stale(run.report.freshness):
         if warning.loaded_by_seed:
             logger.info("Source %s is %s.", warning.source, warning.outcome)
@@ -79,7 +87,8 @@ def source_freshness(run: ProductionRun) -> StepResult:
         else:
             logger.warning("Source %s is getting stale (%s old); the run goes on.", warning.source, warning.age)
     # What could not be checked is in the freshness report; it is not a failed node of the run.
-    return StepResult(result.command, True, result.seconds, [n for n in result.nodes if not n.failed])
+    return StepResult(result.command, True, result.seconds, [n for n in result.nodes if not n.failed],
+                      sources=result.sources)
 
 
 def parse_and_select(run: ProductionRun) -> Selection:
@@ -130,57 +139,76 @@ def source_tests(run: ProductionRun) -> StepResult:
     if not has_tests:
         return StepResult.skipped("source tests", "no tests on sources")
     seeded = sorted(f"source:{manifest.sources[u].source_name}.{manifest.sources[u].name}" for u in graph.loaded_by)
-    return _checked("source tests", run.live.run(["test", "--select", "source:*",
-                                                  *(["--exclude", *seeded] if seeded else [])]))
+    return _checked("source tests", run.live.run(run.live.command("test", select=("source:*",), exclude=tuple(seeded))))
 
 
-def _selection(run: ProductionRun, ids: set[str], *covers: str) -> list[str]:
-    # node names are the same in every target; `covers` let dbt match a few selectors, not one per node
-    return run.live.selection_args(ids, covers)
+def _selecting(run: ProductionRun, ids: set[str], *covers: str) -> dict[str, Any]:
+    """DbtCommand fields selecting exactly `ids`. Node names are the same in every target;
+    `covers` let dbt match a few selectors, not one per node."""
+    select, exclude = run.live.selecting(ids, covers)
+    return {"select": select, "exclude": exclude, "indirect_selection": "empty"}
 
 
-def _common_flags(run: ProductionRun) -> list[str]:
-    flags = ["--full-refresh"] if run.options.full_refresh else []
-    if run.blue_green:
-        # Nodes this run does not build (snapshots, gated-out models) resolve to live.
-        flags += ["--defer", "--defer-state", str(run.live.as_state())]
-    return flags
+def _deferral(run: ProductionRun) -> dict[str, Any]:
+    # Nodes this run does not build (snapshots, gated-out models) resolve to live.
+    return {"defer": True, "defer_state": str(run.live.as_state())} if run.blue_green else {}
 
 
-def _dbt_step(run: ProductionRun, step: str, project, command: list[str]) -> StepResult:
-    """Run a dbt command; on a flow retry of the step that failed, `dbt retry` it instead."""
+BACKOFF_SECONDS = 2.0  # before the first in-step `dbt retry`; doubled before each next one
+
+
+def _dbt_step(run: ProductionRun, step: str, project: DbtProject, command: DbtCommand) -> StepResult:
+    """Run a dbt command, rescuing its transient failures; on a flow retry of the step that
+    failed, `dbt retry` it instead."""
     slug = step.replace(" ", "-")
     retry_state = run.run_dir / "retry" / slug
     if run.journal.failed == step and (retry_state / "run_results.json").exists():
         get_run_logger().info("Retrying only the failed and skipped nodes of %r with dbt retry.", step)
-        # dbt retry does not carry the deferral over: without it, refs to live cannot resolve
+        # dbt retry does not carry the deferral over: command.retry keeps it
         with run.report.progress.step(step) as progress:
-            result = project.run(["retry", "--state", str(retry_state), *_deferral_flags(command)],
-                                 callbacks=[progress])
+            result = project.run(command.retry(str(retry_state)), callbacks=[progress])
+            result = _rescue_transient_failures(run, step, project, command, result)
     else:
         with run.report.progress.step(step) as progress:
-            result = project.run(command, node_tasks=run.options.node_tasks and command[0] == "build",
+            result = project.run(command, node_tasks=run.options.node_tasks and command.verb == "build",
                                  callbacks=[progress])
             # prefect-dbt's runner (node_tasks) does not call our callback; hooks (operations) are no nodes to run
             progress.saw(sum(1 for node in result.nodes if node.resource_type != "operation"))
+            result = _rescue_transient_failures(run, step, project, command, result)
     if result.run_results:
         attempt = run.run_dir / "steps" / f"{slug}.attempt-{_attempt()}.json"
         attempt.parent.mkdir(exist_ok=True)
         attempt.write_text(json.dumps(result.run_results))
     if not result.success:
-        retry_state.mkdir(parents=True, exist_ok=True)
-        source = project.target_path / "run_results.json"
-        if source.exists():
-            shutil.copy(source, retry_state / "run_results.json")
+        if result.run_results:  # what a flow retry hands to `dbt retry`: every node as it last ran
+            retry_state.mkdir(parents=True, exist_ok=True)
+            (retry_state / "run_results.json").write_text(json.dumps(result.run_results))
         raise StepFailed(step, result)
     return result
 
 
-def _deferral_flags(command: list[str]) -> list[str]:
-    flags = [flag for flag in ("--defer", "--favor-state") if flag in command]
-    if "--defer-state" in command:
-        flags += ["--defer-state", command[command.index("--defer-state") + 1]]
-    return flags
+def _rescue_transient_failures(run: ProductionRun, step: str, project: DbtProject, command: DbtCommand,
+                               result: StepResult) -> StepResult:
+    """`dbt retry` the step while every failure is transient (flows/core/transient.py), at most
+    `transient_retries` times, waiting longer before each. A real failure is never retried: with
+    one among the failures, the step fails as it is."""
+    logger = get_run_logger()
+    retries = run.environment.transient_retries
+    for attempt in range(1, retries + 1):
+        transient = rescuable(result.failures, run.environment.adapter) if not result.success else []
+        if not transient or not result.run_results:
+            break
+        wait = BACKOFF_SECONDS * 2 ** (attempt - 1)
+        logger.warning("%s: %d node(s) failed transiently (%s): dbt retry %d of %d in %g s.", step, len(transient),
+                       "; ".join(f"{n.name}: {transient_cause(n, run.environment.adapter)}" for n in transient[:3]), attempt, retries, wait)
+        time.sleep(wait)
+        state = run.run_dir / "retry" / step.replace(" ", "-") / f"transient-{attempt}"
+        state.mkdir(parents=True, exist_ok=True)
+        (state / "run_results.json").write_text(json.dumps(result.run_results))
+        again = project.run(command.retry(str(state)))
+        result = rescued(result, again, tuple(Rescue(n.unique_id, transient_cause(n, run.environment.adapter), attempt)
+                                           for n in transient))
+    return result
 
 
 def _attempt() -> int:
@@ -193,8 +221,8 @@ def _attempt() -> int:
 def seeds(run: ProductionRun, plan: Plan) -> StepResult:
     if not plan.seeds:
         return StepResult.skipped("seeds", "no seeds to load")
-    return _dbt_step(run, "seeds", run.build, ["seed", *_selection(run, plan.seeds, "resource_type:seed"),
-                                               *(["--full-refresh"] if run.options.full_refresh else [])])
+    return _dbt_step(run, "seeds", run.build, run.build.command(
+        "seed", **_selecting(run, plan.seeds, "resource_type:seed"), full_refresh=run.options.full_refresh))
 
 
 def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
@@ -203,25 +231,25 @@ def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
     if not plan.snapshots:
         return StepResult.skipped("snapshots", "no snapshots of sources or seeds to take")
     # Snapshots always run against the unversioned schema: their history cannot be rebuilt.
-    return _dbt_step(run, "snapshots", run.live, ["snapshot", *_selection(run, plan.snapshots, "resource_type:snapshot")])
+    return _dbt_step(run, "snapshots", run.live, run.live.command(
+        "snapshot", **_selecting(run, plan.snapshots, "resource_type:snapshot")))
 
 
 def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
     covers = [layer.select for layer in run.options.layers if layer.name == stage.name]
-    command = ["build", *_selection(run, stage.nodes | stage.tests, *covers), *_common_flags(run)]
-    if run.options.fail_fast:
-        command.append("--fail-fast")
+    selecting = _selecting(run, stage.nodes | stage.tests, *covers)
     if run.blue_green or not run.options.run_snapshots:
-        command += ["--exclude", "resource_type:snapshot"]
+        selecting["exclude"] = (*selecting["exclude"], "resource_type:snapshot")
+    command = run.build.command("build", **selecting, full_refresh=run.options.full_refresh,
+                                fail_fast=run.options.fail_fast, **_deferral(run))
     result = _dbt_step(run, f"build {stage.name}", run.build, command)
     model_snapshots = {u for u in stage.nodes if u.startswith("snapshot.")}
     if run.blue_green and run.options.run_snapshots and model_snapshots:
         # A snapshot of a model keeps its history in the unversioned schema, like every snapshot;
         # it reads the model from the version just built and tested (favor the version's manifest).
-        taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, [
-            "snapshot", *_selection(run, model_snapshots, "resource_type:snapshot"),
-            "--defer", "--favor-state", "--defer-state", str(run.build.as_state()),
-        ])
+        taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, run.live.command(
+            "snapshot", **_selecting(run, model_snapshots, "resource_type:snapshot"),
+            defer=True, favor_state=True, defer_state=str(run.build.as_state())))
         result = combined(result, taken)
     return result
 
@@ -234,10 +262,8 @@ def docs(run: ProductionRun) -> StepResult:
     # project again (20 s of a 25 s docs step at 2,000 nodes). Nodes a gated run did not rebuild
     # show their source SQL.
     run.build.as_state(rewrite=True)
-    command = ["docs", "generate", "--static", "--no-compile"]
-    if run.blue_green:
-        command += ["--defer", "--defer-state", str(run.live.as_state())]
-    return _checked("docs", run.build.run(command))
+    return _checked("docs", run.build.run(run.build.command("docs generate", extra=("--static", "--no-compile"),
+                                                            **_deferral(run))))
 
 
 def save_state(run: ProductionRun) -> Path:
@@ -253,9 +279,8 @@ def save_state(run: ProductionRun) -> Path:
         get_run_logger().info("State not saved: this build is not published, live is unchanged.")
         return merged
     files = {"manifest.json": run.live.as_state() / "manifest.json", "run_results.json": merged}
-    sources = run.live.target_path / "sources.json"
-    if sources.exists():
-        files["sources.json"] = sources
+    if sources_file(run).exists():
+        files["sources.json"] = sources_file(run)
     files.update(gate_state_files(run))  # what the next run's gate compares with
     run.store.stage_run(run.run_id, files)
     return merged

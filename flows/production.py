@@ -2,6 +2,7 @@
 
     deps → source freshness → freshness gate → source tests → prepare version → seeds → snapshots
     → one build per layer (tested before the next) → docs → save state → publish → promote state
+    → snapshots of models (blue-green: only after the flip, reading what was published)
 
 `python -m flows.production --help` runs it locally.
 """
@@ -66,7 +67,9 @@ def dbt_deps(run):
 
 @task(name="parse and select", cache_policy=NO_CACHE)
 def parse_and_select(run):
-    return steps.parse_and_select(run)
+    selection = steps.parse_and_select(run)
+    publishing.check_version_placement(run)  # blue-green: what the version would build outside itself
+    return selection
 
 
 @_step("source freshness")
@@ -112,7 +115,9 @@ def build_layer(run, stage):
 
 @_step("docs")
 def docs(run):
-    return steps.docs(run)
+    result = steps.docs(run)
+    publishing.show_live_names_in_docs(run)  # live relation names; only pages that work
+    return result
 
 
 @_step("publish")
@@ -123,6 +128,11 @@ def publish(run, plan: Plan) -> str:
 @_step("save state")
 def save_state(run):
     return steps.save_state(run)
+
+
+@_step("snapshots of models")
+def model_snapshots(run, plan: Plan):
+    return steps.model_snapshots(run, plan)
 
 
 @_step("promote state")
@@ -238,6 +248,8 @@ def _run_book(run: ProductionRun) -> None:
     save_state(run)  # staged before the flip: live never points at a version whose state was not saved
     outcome = publish(run, plan)
     promote_state(run)  # also compares this run's model timings with their history (regressions, trends)
+    if run.blue_green and any(u.startswith("snapshot.") for stage in plan.layers for u in stage.nodes):
+        model_snapshots(run, plan)  # SCD history only of what was published
     run.report.outcome = f"completed: {outcome}"
 
 

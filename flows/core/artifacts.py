@@ -72,6 +72,7 @@ class RunReport:
 
     def __post_init__(self) -> None:
         self.progress = RunProgress(self.environment)
+    seeds_outside_version: list[str] = field(default_factory=list)  # blue-green: seeds loaded in place
 
     def record(self, name: str, result: StepResult) -> StepResult:
         status = "skipped" if result.skipped_reason else ("ok" if result.success else "failed")
@@ -199,6 +200,9 @@ def summary_markdown(report: RunReport) -> str:
     ))
     if report.empty_layers:
         parts.append("Empty layers skipped: " + ", ".join(f"`{name}`" for name in report.empty_layers))
+    if report.seeds_outside_version:
+        parts.append("Seeds loaded in place, outside the blue-green version (their schema is not the version's): "
+                     + ", ".join(f"`{name}`" for name in report.seeds_outside_version))
     if report.freshness:
         parts.append("## Source freshness\n" + markdown_table(
             ["source", "status", "age", "max loaded at"],

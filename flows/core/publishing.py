@@ -4,15 +4,35 @@ discard it when the run fails. flows/production.py wraps them in named tasks, li
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from prefect.logging import get_run_logger
 
 from flows.core.layers import Plan
 from flows.core.run import ProductionRun
 from flows.core.versions import (
-    AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live, prune,
-    published_relations, restore_live,
+    CLONE_CHAIN_BOUND, AuditRefused, VersionRegistry, abandon_unfinished, audit, drop_unreferenced_schemas, make_live, prune,
+    published_relations, restore_live, start_from_live,
 )
-from flows.core.warehouse import Relation, warehouse_for
+from blocks import naming
+from blocks.naming import version_schema_prefix
+from flows.core.live_docs import docs_of
+from flows.core.placement import check_placement
+from flows.core.warehouse import warehouse_for
+
+
+def check_version_placement(run: ProductionRun) -> None:
+    """Parse the version's project and refuse, before any dbt work, what it would build outside the
+    version (placement.py); seeds outside it load in place and are listed in the run summary."""
+    if not run.blue_green:
+        return
+    adapter = run.environment.adapter
+    seeds = check_placement(run.build.parsed_manifest, run.environment.schema_name, run.version_id,
+                            lambda name: naming.fold(name, adapter))
+    run.report.seeds_outside_version = seeds
+    if seeds:
+        get_run_logger().warning("Seeds outside the blue-green version load in place: %s.", ", ".join(seeds))
 
 
 def prepare_version(run: ProductionRun, plan: Plan) -> None:
@@ -32,22 +52,16 @@ def prepare_version(run: ProductionRun, plan: Plan) -> None:
             logger.info("Cleaned up after earlier runs: versions %s, schemas %s.", orphans, dropped)
         registry.start(run.version_id, run.run_id)
     manifest = run.build.manifest or run.build.parse()
-    current = registry.live.relations if registry.live else {}
     incremental = {
         u for u in plan.nodes
         if manifest.nodes[u].resource_type.value == "model" and manifest.nodes[u].config.materialized == "incremental"
     }
     if run.options.full_refresh or not incremental:
         return
-    copies = []
-    for live_key, physical_key in published_relations(manifest, incremental, base).items():
-        if live_key in current:
-            source = Relation(*current[live_key].split(".", 1))
-            target = Relation(*physical_key.split(".", 1))
-            copies += [warehouse.dialect.create_schema(target.schema), warehouse.dialect.copy_table(source, target)]
+    copies = start_from_live(warehouse, registry, registry.versions[run.version_id],
+                             published_relations(manifest, incremental, base), CLONE_CHAIN_BOUND)
     if copies:
-        warehouse.execute_all(copies)
-        logger.info("Started %d incremental model(s) from their live data.", len(copies) // 2)
+        logger.info("Started %d incremental model(s) from their live data.", copies)
 
 
 def publish(run: ProductionRun, plan: Plan) -> str:
@@ -64,6 +78,7 @@ def publish(run: ProductionRun, plan: Plan) -> str:
     current = registry.live.relations if registry.live else {}
     version.relations.update(changes)
     version.built = sorted(changes)
+    version.docs = docs_of(run.build.manifest, run.environment.schema_name)  # grants, comments for the live views
     rows = audit(warehouse, changes, current, run.environment.blue_green.max_shrink)
     run.report.audit = rows
     refused = [r for r in rows if r.refused]
@@ -81,6 +96,35 @@ def publish(run: ProductionRun, plan: Plan) -> str:
     run.report.versions = registry.listing()
     note = f"; pruned {', '.join(pruned)}" if pruned else ""
     return f"version {run.version} is live ({len(changes)} relations rebuilt, {statements} statements{note})"
+
+
+def show_live_names_in_docs(run: ProductionRun) -> None:
+    """The docs site a run keeps names each relation as readers query it, and keeps only pages that work.
+
+    A blue-green build documents its versioned tables (`main__v…_finance.fct_revenue`), a name that
+    disappears at the next prune: readers would copy it into their queries. The static page is made
+    again, as `dbt docs generate --static` makes it, from the manifest and catalog with this
+    version's schemas named as live (`main_finance`; every published relation is a live view there,
+    and snapshots live there too). `index.html` needs a manifest.json next to it, which the kept
+    site does not have: it is not kept.
+    """
+    from dbt.task.docs import DOCS_INDEX_FILE_PATH
+
+    if not run.options.generate_docs:
+        return
+    target = run.build.target_path
+    (target / "index.html").unlink(missing_ok=True)
+    run.store.delete("latest/docs/index.html")  # kept by runs before this rule
+    manifest, catalog = target / "manifest.json", target / "catalog.json"
+    if not run.blue_green or not manifest.exists() or not catalog.exists():
+        return
+    base = run.environment.schema_name
+    versioned = re.compile(rf"\b{re.escape(naming.versioned_schema(base, run.version_id))}", re.IGNORECASE)
+    live_catalog = versioned.sub(base, catalog.read_text())
+    page = Path(DOCS_INDEX_FILE_PATH).read_text()
+    page = page.replace('"MANIFEST.JSON INLINE DATA"', versioned.sub(base, manifest.read_text()))
+    (target / "static_index.html").write_text(page.replace('"CATALOG.JSON INLINE DATA"', live_catalog))
+    catalog.write_text(live_catalog)
 
 
 def discard_version(run: ProductionRun, reason: str) -> None:
@@ -113,7 +157,7 @@ def discard_version(run: ProductionRun, reason: str) -> None:
         finally:  # live no longer reads the version (restored above, or never flipped): dropping it is safe
             if not keep:
                 base = run.environment.schema_name
-                for schema in warehouse.schemas_with_prefix(f"{base}__{run.version}"):
+                for schema in warehouse.schemas_with_prefix(version_schema_prefix(base, run.version_id)):
                     warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
         run.report.versions = registry.listing()
     except Exception as error:  # noqa: BLE001 - the run's own error is what must surface

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
-from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment, safe_identifier
+from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment
 from blocks.local import local_paths
+from blocks.naming import checked_pr_number, is_pr_schema, pr_schema
 from blocks.profile import rendered_profile
 from flows.core.artifacts import failures_table, markdown_table
 from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector
@@ -31,23 +32,6 @@ from flows.errors import InputError
 NEVER_IN_CI = ["resource_type:snapshot"]
 
 
-def _positive(pr_number: int) -> int:
-    if isinstance(pr_number, bool) or not isinstance(pr_number, int) or pr_number < 1:
-        raise InputError(f"pr_number must be a positive integer, got {pr_number!r}")
-    return pr_number
-
-
-def pr_schema(base_schema: str, pr_number: int) -> str:
-    """`analytics` + PR 7 → `analytics_pr_7`; every schema of the PR starts with it."""
-    return safe_identifier(f"{base_schema}_pr_{_positive(pr_number)}", "PR schema")
-
-
-def is_pr_schema(schema: str, base_schema: str, pr_number: int) -> bool:
-    """The PR's own schema or one of its custom schemas; `main_pr_1` is not `main_pr_12`."""
-    root = pr_schema(base_schema, pr_number).lower()
-    return schema.lower() == root or schema.lower().startswith(root + "_")
-
-
 def pr_schemas(warehouse: Warehouse, base_schema: str, pr_number: int) -> list[str]:
     root = pr_schema(base_schema, pr_number)
     # The LIKE prefix also matches other PRs whose number starts with the same digits.
@@ -56,7 +40,7 @@ def pr_schemas(warehouse: Warehouse, base_schema: str, pr_number: int) -> list[s
 
 def ci_work_dir(environment: DbtEnvironment, pr_number: int) -> Path:
     """Target path and base state of one PR, kept between its runs so dbt parses partially."""
-    return local_paths().work / environment.name / "ci" / f"pr_{_positive(pr_number)}"
+    return local_paths().work / environment.name / "ci" / f"pr_{checked_pr_number(pr_number)}"
 
 
 @dataclass
@@ -87,7 +71,7 @@ def _check_base_adapter(state_dir: Path, environment: DbtEnvironment, base: DbtE
 def open_ci(pr_number: int, environment: str, base_environment: str, project_dir: Optional[str],
             threads: Optional[int]) -> Iterator[CiSession]:
     """Check the inputs, fetch the base state, render the PR profile; clean the profile up on exit."""
-    _positive(pr_number)
+    checked_pr_number(pr_number)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     env, base = load_environment(environment), load_environment(base_environment)

@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from flows.core.artifacts import code_checksums, find_regressions, slowest_trends, timing_samples
 from flows.core.command import DbtCommand
-from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult, combined
+from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult
 from flows.core.results import Rescue, rescued
 from flows.core.transient import rescuable, transient_cause
 from flows.core.freshness import (
@@ -242,16 +242,28 @@ def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
         selecting["exclude"] = (*selecting["exclude"], "resource_type:snapshot")
     command = run.build.command("build", **selecting, full_refresh=run.options.full_refresh,
                                 fail_fast=run.options.fail_fast, **_deferral(run))
-    result = _dbt_step(run, f"build {stage.name}", run.build, command)
-    model_snapshots = {u for u in stage.nodes if u.startswith("snapshot.")}
-    if run.blue_green and run.options.run_snapshots and model_snapshots:
-        # A snapshot of a model keeps its history in the unversioned schema, like every snapshot;
-        # it reads the model from the version just built and tested (favor the version's manifest).
-        taken = _dbt_step(run, f"snapshots after {stage.name}", run.live, run.live.command(
-            "snapshot", **_selecting(run, model_snapshots, "resource_type:snapshot"),
-            defer=True, favor_state=True, defer_state=str(run.build.as_state())))
-        result = combined(result, taken)
-    return result
+    # blue-green: snapshots of models are taken after the flip (model_snapshots), not with their layer
+    return _dbt_step(run, f"build {stage.name}", run.build, command)
+
+
+def model_snapshots(run: ProductionRun, plan: Plan) -> StepResult:
+    """Blue-green: snapshots of models, once the flip succeeded, reading what was published.
+
+    SCD history cannot be rolled back: taken before the audit, a version the audit then refused
+    would already have closed rows in live history. So they run last, against the live target,
+    where each ref is the live view the flip just pointed at the published version.
+    """
+    ids = {u for stage in plan.layers for u in stage.nodes if u.startswith("snapshot.")}
+    if not run.blue_green:
+        return StepResult.skipped("snapshots of models", "taken with their layer (no blue-green)")
+    if not run.options.run_snapshots:
+        return StepResult.skipped("snapshots of models", "run_snapshots=False")
+    if not run.options.publish:
+        return StepResult.skipped("snapshots of models", "publish=False: nothing was published")
+    if not ids:
+        return StepResult.skipped("snapshots of models", "no snapshots of models to take")
+    return _dbt_step(run, "snapshots of models", run.live, run.live.command(
+        "snapshot", **_selecting(run, ids, "resource_type:snapshot")))
 
 
 def docs(run: ProductionRun) -> StepResult:

@@ -10,16 +10,23 @@ know exactly what each version needs.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Literal, Optional
 
+from blocks.naming import (  # noqa: F401 - re-exported: the layout is defined in blocks/naming.py
+    VERSION_ID, live_schema_of, new_version_id, version_of_schema, version_schema_prefix, versioned_schema,
+)
 from flows.core.state_store import StateStore
-from flows.core.warehouse import Relation, Warehouse
+from flows.core.live_docs import check_ownership, describe_statements
+from flows.core.warehouse import Relation, Statement, Warehouse
 from flows.errors import RunFailure
 
-VERSION_ID = re.compile(r"v\d{14}_[0-9a-z]{6}")
+# A version's incremental tables start as shallow clones of live's (Databricks): at most this many
+# in a row, then a deep clone re-bases the chain. So a clone reads the files of at most this many
+# older versions' schemas, which stay (as "clone source") until a re-base frees them; the price is
+# one full copy of each incremental table every CLONE_CHAIN_BOUND + 1 runs.
+CLONE_CHAIN_BOUND = 3
 Status = Literal["building", "ready", "failed", "kept", "published", "pruned"]  # kept: failed, schema kept for debugging
 
 
@@ -29,27 +36,6 @@ class VersionError(RunFailure):
 
 class AuditRefused(VersionError):
     pass
-
-
-def new_version_id(run_id: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    short = re.sub(r"[^0-9a-z]", "", run_id.lower())[:6].ljust(6, "0")
-    return f"v{stamp}_{short}"
-
-
-def versioned_schema(base: str, version: str) -> str:
-    return f"{base}__{version}"
-
-
-def live_schema_of(physical_schema: str, base: str) -> Optional[str]:
-    """`main__v…_finance` → `main_finance`; None when not a versioned schema of `base`."""
-    match = re.fullmatch(rf"{re.escape(base)}__({VERSION_ID.pattern})(_.+)?", physical_schema)
-    return None if not match else base + (match.group(2) or "")
-
-
-def version_of_schema(physical_schema: str, base: str) -> Optional[str]:
-    match = re.fullmatch(rf"{re.escape(base)}__({VERSION_ID.pattern})(_.+)?", physical_schema)
-    return match.group(1) if match else None
 
 
 def _relation(key: str) -> Relation:
@@ -84,6 +70,10 @@ class Version:
     built: list[str] = field(default_factory=list)  # live keys rebuilt by this version
     published_at: Optional[str] = None
     note: str = ""
+    # physical "schema.name" of this version's table -> the physical table it is a shallow clone of
+    # (it reads that table's data files, so that table's schema must outlive this one)
+    clones: dict[str, str] = field(default_factory=dict)
+    docs: dict[str, dict] = field(default_factory=dict)  # live key -> grants and descriptions (live_docs.py)
 
 
 @dataclass
@@ -107,13 +97,27 @@ class VersionRegistry:
         self.live_id: Optional[str] = data["live"]
         self.flip_incomplete: bool = data.get("flip_incomplete", False)
         self.versions: dict[str, Version] = {v["id"]: Version(**v) for v in data["versions"]}
+        # every versioned schema the last clean-up left, and what for (see `drop_unreferenced_schemas`)
+        self.kept_schemas: dict[str, list[str]] = data.get("kept_schemas", {})
 
     def save(self) -> None:
         self.store.write_json("versions.json", {
             "live": self.live_id,
             "flip_incomplete": self.flip_incomplete,
             "versions": [asdict(v) for v in sorted(self.versions.values(), key=lambda v: v.id)],
+            "kept_schemas": self.kept_schemas,
         })
+
+    def clone_sources(self) -> dict[str, str]:
+        """Every shallow clone any version made (pruned ones too: their tables may still be read)."""
+        return {target: source for v in self.versions.values() for target, source in v.clones.items()}
+
+    def clone_depth(self, physical: str) -> int:
+        """How many shallow clones deep `physical` reads files through (0: its files are its own)."""
+        sources, depth = self.clone_sources(), 0
+        while physical in sources:
+            physical, depth = sources[physical], depth + 1
+        return depth
 
     @property
     def live(self) -> Optional[Version]:
@@ -178,12 +182,21 @@ def audit(warehouse: Warehouse, changes: dict[str, str], current: dict[str, str]
     return rows
 
 
-def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[str, str]) -> list[str]:
-    """Statements that make live exactly `target`: repoint changed views, drop views no longer published."""
+@dataclass
+class Flip:
+    statements: list[Statement]
+    existing_views: list[Relation]  # live views it alters, comments, grants on or drops: it must own them
+
+
+def plan_flip(warehouse: Warehouse, target: dict[str, str], current: dict[str, str],
+              docs: Optional[dict[str, dict]] = None) -> Flip:
+    """What makes live exactly `target`: repoint changed views (with their grants and comments from
+    `docs`, see live_docs.py), drop views no longer published."""
     dialect = warehouse.dialect
     live_schemas = sorted({_relation(k).schema for k in [*target, *current]})
     existing = warehouse.relations_in(live_schemas)
     statements = [dialect.create_schema(s) for s in sorted({_relation(k).schema for k in target})]
+    touched = []
     for key, physical in sorted(target.items()):
         live = _relation(key)
         kind = existing.get(dialect.folded(live))
@@ -193,18 +206,29 @@ def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[
             # a table (or materialized view) left at a live name by a run without blue-green
             statements.append(dialect.drop_relation(live, kind))
             kind = None
+        if kind == "VIEW":
+            touched.append(live)
         statements.append(dialect.point_view(live, _relation(physical), exists=kind == "VIEW"))
+        statements += describe_statements(warehouse, live, (docs or {}).get(key, {}))
     for key in sorted(set(current) - set(target)):
         if existing.get(dialect.folded(_relation(key))) == "VIEW":
+            touched.append(_relation(key))
             statements.append(dialect.drop_view(_relation(key)))
-    return statements
+    return Flip(statements, touched)
+
+
+def flip_statements(warehouse: Warehouse, target: dict[str, str], current: dict[str, str],
+                    docs: Optional[dict[str, dict]] = None) -> list[Statement]:
+    return plan_flip(warehouse, target, current, docs).statements
 
 
 def make_live(warehouse: Warehouse, registry: VersionRegistry, version: Version) -> int:
     # After a flip that failed part-way (possible on Databricks, where the set is not atomic), the
     # registry no longer says where each view points: repoint every view, not only the changed ones.
     current = registry.live.relations if registry.live and not registry.flip_incomplete else {}
-    statements = flip_statements(warehouse, version.relations, current)
+    flip = plan_flip(warehouse, version.relations, current, version.docs)
+    check_ownership(warehouse, flip.existing_views)  # before any view changes
+    statements = flip.statements
     try:
         warehouse.execute_all(statements)
     except BaseException:
@@ -219,10 +243,6 @@ def make_live(warehouse: Warehouse, registry: VersionRegistry, version: Version)
     return len(statements)
 
 
-def referenced_schemas(versions: list[Version]) -> set[str]:
-    return {_relation(p).schema for v in versions for p in v.relations.values()}
-
-
 def restore_live(warehouse: Warehouse, registry: VersionRegistry, version: Version) -> int:
     """Point live back at what the registry says is live, undoing `version`'s flip if it ran.
 
@@ -232,7 +252,7 @@ def restore_live(warehouse: Warehouse, registry: VersionRegistry, version: Versi
     that never flipped this re-points nothing that changes.
     """
     current = registry.live.relations if registry.live else {}
-    statements = flip_statements(warehouse, current, version.relations)
+    statements = flip_statements(warehouse, current, version.relations, registry.live.docs if registry.live else {})
     warehouse.execute_all(statements)
     return len(statements)
 
@@ -255,23 +275,85 @@ def abandon_unfinished(registry: VersionRegistry, note: str = "abandoned: its ru
     return orphans
 
 
+def kept_schemas(registry: VersionRegistry, base: str, fold) -> dict[str, list[str]]:
+    """Each versioned schema that must stay (folded name), with why: a published version reads it
+    (live, or a rollback target), it is a kept or ready version's own, or a table in a schema that
+    stays is a shallow clone of a table in it (the clone reads its files: dropping the source's
+    schema would break the clone once its files are purged)."""
+    reasons: dict[str, list[str]] = {}
+
+    def keep(schema: str, why: str) -> None:
+        if why not in reasons.setdefault(fold(schema), []):
+            reasons[fold(schema)].append(why)
+
+    for v in sorted(registry.versions.values(), key=lambda v: v.id):
+        if v.status == "published":
+            role = "live" if v.id == registry.live_id else "published (rollback target)"
+            for schema in sorted({_relation(p).schema for p in v.relations.values()}):
+                keep(schema, f"read by {role} version {v.id}")
+    spared = {v.id: v.status for v in registry.versions.values() if v.status in {"kept", "ready"}}
+    sources = registry.clone_sources()
+    for target in sorted(sources):
+        version_id = version_of_schema(fold(_relation(target).schema), fold(base))
+        if version_id in spared:
+            keep(_relation(target).schema, f"{spared[version_id]} version {version_id}")
+    changed = True
+    while changed:  # follow clone chains from every schema that stays, to a fixed point
+        changed = False
+        for target, source in sorted(sources.items()):
+            if fold(_relation(target).schema) in reasons:
+                before = len(reasons.get(fold(_relation(source).schema), []))
+                keep(_relation(source).schema, f"{target} is a shallow clone of {source} (reads its files)")
+                changed |= len(reasons[fold(_relation(source).schema)]) != before
+    return reasons
+
+
 def drop_unreferenced_schemas(warehouse: Warehouse, registry: VersionRegistry, base: str,
                               spare: tuple[str, ...] = ()) -> list[str]:
-    """Drop versioned schemas that no published version points into, except those of `spare`
-    versions, of failed versions kept for debugging, and of versions that reached the flip
-    without recording its outcome ("ready": live may read them until `restore_live`)."""
-    published = [v for v in registry.versions.values() if v.status == "published"]
+    """Drop versioned schemas nothing needs (see `kept_schemas`), except those of `spare` versions,
+    of failed versions kept for debugging, and of versions that reached the flip without recording
+    its outcome ("ready": live may read them until `restore_live`). Records in the registry what
+    each schema left is kept for."""
     fold = warehouse.dialect.fold
-    needed = {fold(schema) for schema in referenced_schemas(published)}
+    needed = kept_schemas(registry, base, fold)
     spared = set(spare) | {v.id for v in registry.versions.values() if v.status in {"kept", "ready"}}
-    dropped = []
-    for schema in warehouse.schemas_with_prefix(f"{base}__v"):
+    dropped, left = [], {}
+    for schema in warehouse.schemas_with_prefix(version_schema_prefix(base)):
         version_id = version_of_schema(schema, fold(base))
-        if version_id is None or schema in needed or version_id in spared:
+        if version_id is None:
+            continue
+        if schema in needed or version_id in spared:
+            status = registry.versions[version_id].status if version_id in registry.versions else "unregistered"
+            left[schema] = needed.get(schema) or [f"{status} version {version_id}"]
             continue
         warehouse.execute_all([warehouse.dialect.drop_schema(schema)])
         dropped.append(schema)
+    registry.kept_schemas = left
+    registry.save()
     return dropped
+
+
+def start_from_live(warehouse: Warehouse, registry: VersionRegistry, version: Version,
+                    targets: dict[str, str], chain_bound: int) -> int:
+    """Start each of `version`'s incremental tables (live key -> physical key) as a copy of what live
+    reads, so it appends to live data. Where copies share files (Databricks shallow clones), the
+    clone is recorded, so its source's schema outlives it; a chain that reached `chain_bound`
+    shallow clones is re-based with a deep copy, which depends on nothing. Returns the copies made."""
+    dialect = warehouse.dialect
+    current = registry.live.relations if registry.live else {}
+    statements = []
+    for live_key, physical_key in sorted(targets.items()):
+        if live_key not in current:
+            continue
+        source, target = _relation(current[live_key]), _relation(physical_key)
+        deep = dialect.copies_share_files and registry.clone_depth(current[live_key]) + 1 > chain_bound
+        if dialect.copies_share_files and not deep:
+            version.clones[physical_key] = current[live_key]
+        statements += [dialect.create_schema(target.schema), dialect.copy_table(source, target, deep=deep)]
+    if statements:
+        registry.save()  # recorded before the clone exists: a clone never goes unrecorded
+        warehouse.execute_all(statements)
+    return len(statements) // 2
 
 
 def prune(warehouse: Warehouse, registry: VersionRegistry, base: str, keep: int) -> list[str]:

@@ -93,6 +93,50 @@ def artifacts_of(*flow_run_ids) -> list:
                         artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=list(flow_run_ids))))
 
 
+def flow_run_logs(*flow_run_ids) -> list:
+    """Every log line of the given flow runs (all pages), oldest first, once the log worker sent them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    with get_client(sync_client=True) as client:
+        logs = read_all(client.read_logs, log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(flow_run_ids))))
+    return sorted(logs, key=lambda log: log.timestamp)
+
+
+def paths_holding(value, needles, path=()):
+    """Where in a nested document (dicts, lists) any of `needles` appears: each path as a tuple of keys."""
+    needles = (needles,) if isinstance(needles, str) else tuple(needles)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from paths_holding(item, needles, (*path, str(key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from paths_holding(item, needles, (*path, str(index)))
+    elif any(needle in str(value) for needle in needles):
+        yield path
+
+
+def relation_fingerprint(warehouse: Path, where: str) -> dict[str, tuple]:
+    """Every relation of a DuckDB warehouse that `where` (over information_schema.tables) selects:
+    its kind, row count, a hash of its rows and, for a view, its SQL (which version it reads)."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse)) as connection:
+        relations = connection.execute(
+            f"select table_schema, table_name, table_type from information_schema.tables "
+            f"where table_catalog = current_database() and ({where}) order by 1, 2").fetchall()
+        views = dict(connection.execute(
+            "select schema_name || '.' || view_name, sql from duckdb_views() where not internal").fetchall())
+        prints = {}
+        for schema, name, kind in relations:
+            count, digest = connection.execute(
+                f'select count(*), coalesce(sum(hash(t::varchar)), 0)::varchar from "{schema}"."{name}" as t').fetchone()
+            prints[f"{schema}.{name}"] = (kind, count, digest, views.get(f"{schema}.{name}"))
+    return prints
+
+
 @pytest.fixture(scope="session")
 def landed_template(tmp_path_factory) -> Path:
     """A warehouse with the bundled project's raw data landed once; tests copy it."""

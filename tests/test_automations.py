@@ -195,3 +195,25 @@ def test_failing_run_posts_exactly_one_slack_message(slack_block, git_checkout, 
     assert len(mine) == 1, mine
     assert "adhoc-prod" in mine[0] and "Failed" in mine[0] and "confirm_prod=True" in mine[0]
     assert f"/runs/flow-run/{flow_run.id}" in mine[0]
+
+    # A run that timed out reaches on-call too: the engine ends a flow past its timeout in a Failed
+    # state named TimedOut, whose event (prefect.flow-run.TimedOut) the same automation expects.
+    # The run is scheduled a day ahead, so no worker picks it before its state is set.
+    import datetime as dt
+
+    from prefect.states import Failed, Scheduled
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("adhoc-dbt/adhoc-prod")
+        timed_out = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"command": "ls"},
+            state=Scheduled(scheduled_time=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)))
+        client.set_flow_run_state(timed_out.id, Failed(name="TimedOut", message="Flow run exceeded timeout of 1.0 second(s)"),
+                                  force=True)
+    deadline = time.monotonic() + MESSAGE_TIMEOUT
+    alerts = []
+    while time.monotonic() < deadline and not alerts:
+        time.sleep(1)
+        alerts = [body for body in slack_block if timed_out.name in body]
+    assert alerts, f"no Slack message for the timed-out run {timed_out.name}; received: {slack_block}"
+    assert "TimedOut" in alerts[0] and "exceeded timeout" in alerts[0] and "adhoc-prod" in alerts[0]

@@ -14,7 +14,8 @@ import duckdb
 import pytest
 
 from blocks.environment import BlueGreenSettings, DbtEnvironment
-from conftest import BUNDLED_PROJECT, saved_block
+from conftest import BUNDLED_PROJECT, artifacts_of, saved_block
+from flows.core.artifacts import artifact_key
 from flows.blue_green import list_versions, prune_versions, rollback
 from flows.core.state_store import StateStore
 from flows.core.versions import Version, VersionError, VersionRegistry, make_live
@@ -22,8 +23,7 @@ from flows.core.warehouse import DuckDBWarehouse
 from flows.production import production_run
 from land import land_new_data
 from prefect.filesystems import LocalFileSystem
-
-LIVE_SCHEMAS = ("main", "main_finance")
+from reliability.helpers import live_data, view_targets
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +36,10 @@ def _sql(home: Path, sql: str) -> list[tuple]:
         return connection.execute(sql).fetchall()
 
 
-def _live_data(home: Path) -> dict[str, str]:
-    """A fingerprint of every live relation's rows."""
-    names = _sql(home, "select table_schema, table_name from information_schema.tables "
-                       f"where table_schema in {LIVE_SCHEMAS} order by 1, 2")
-    return {
-        f"{schema}.{name}": _sql(home, f'select count(*) || \':\' || coalesce(sum(hash(t::varchar)), 0) from "{schema}"."{name}" t')[0][0]
-        for schema, name in names
-    }
+def _live_data(home: Path) -> dict:
+    """What readers see: every live relation's rows (snapshots included) and which version each
+    live view reads (the reliability suite's fingerprint, so "live untouched" means the same here)."""
+    return {"rows": live_data(home), "views": view_targets(home)}
 
 
 def _change_customer(home: Path, email: str) -> None:
@@ -206,6 +202,14 @@ def test_audit_refuses_a_shrinking_relation_and_a_snapshot_of_a_model_keeps_its_
         assert _live_data(home) == before and _live_id(home) == live_before
         # the refused version closed no row of the snapshot's history (hard_deletes would have)
         assert _sql(home, snapshot_sql) == history
+        # the run summary shows the count table, with the refused relation's live and new counts
+        (summary,) = [a for a in artifacts_of(state.state_details.flow_run_id) if a.key == artifact_key("local", "run-summary")]
+        assert "## Publish audit (row counts, live → new)" in summary.data
+        assert any("order_items" in line and "shrank" in line for line in summary.data.splitlines()), summary.data
+        # allow_shrink: the same shrink is published when the run says it is expected
+        state = _run(freshness_gate=False, allow_shrink=True)
+        assert state.is_completed(), state.message
+        assert _live_id(home) != live_before and _live_data(home) != before
     finally:
         _sql(home, "delete from raw.order_items; insert into raw.order_items select * from raw.order_items_backup; "
                    "drop table raw.order_items_backup")
@@ -225,30 +229,54 @@ def test_flip_of_200_views_is_atomic_for_a_concurrent_reader(tmp_path):
     }
     make_live(warehouse, registry, versions["v1"])
     probe = " union all ".join(f"select version from live.{name}" for name in names)
+    # Each reader query is recorded with when it started and ended (monotonic clock, used for
+    # order only): the check means something only if some query was running while a flip was.
     seen, errors, stop = [], [], threading.Event()
 
     def reader():
         connection = duckdb.connect(path)
         while not stop.is_set():
+            began = time.monotonic_ns()
             try:
-                seen.append(frozenset(v for (v,) in connection.execute(probe).fetchall()))
+                answer = frozenset(v for (v,) in connection.execute(probe).fetchall())
             except Exception as error:  # noqa: BLE001 - any error is a failure of the flip
                 errors.append(error)
+                continue
+            seen.append((began, time.monotonic_ns(), answer))
         connection.close()
+
+    def queries_after(moment: int) -> int:
+        return sum(began > moment for began, _, _ in list(seen))
 
     thread = threading.Thread(target=reader)
     thread.start()
-    time.sleep(0.3)
-    started = time.perf_counter()
-    make_live(warehouse, registry, versions["v2"])
-    flip_seconds = time.perf_counter() - started
-    time.sleep(0.3)
-    stop.set()
-    thread.join()
-    print(f"\nflip of {len(names)} views: {flip_seconds * 1000:.0f} ms; reader queries during the test: {len(seen)}")
+    flips, overlapped = [], False
+    try:
+        # Flip back and forth until a reader query overlapped one (a flip takes a few ms; the
+        # reader's query about as long, so this takes a flip or two, rarely more).
+        for attempt in range(200):
+            mark = time.monotonic_ns()
+            while not queries_after(mark) and not errors:
+                time.sleep(0.001)
+            began = time.monotonic_ns()
+            make_live(warehouse, registry, versions["v2" if attempt % 2 == 0 else "v1"])
+            flips.append((began, time.monotonic_ns()))
+            overlapped = any(q_began < f_end and q_end > f_began
+                             for q_began, q_end, _ in list(seen) for f_began, f_end in flips)
+            if overlapped and attempt % 2 == 0:  # stop with v2 live
+                break
+        mark = time.monotonic_ns()
+        while not queries_after(mark) and not errors:
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        thread.join()
+    answers = [answer for _, _, answer in seen]
+    print(f"\nflips of {len(names)} views: {len(flips)}; reader queries: {len(seen)}")
     assert not errors, errors[:3]
-    assert all(len(versions_seen) == 1 for versions_seen in seen), "a reader saw two versions at once"
-    assert frozenset({1}) in seen and frozenset({2}) in seen
+    assert overlapped, f"no reader query overlapped any of {len(flips)} flips"
+    assert all(len(versions_seen) == 1 for versions_seen in answers), "a reader saw two versions at once"
+    assert frozenset({1}) in answers and frozenset({2}) in answers
 
 
 FOR_ENV_MACRO = """{% macro generate_schema_name(custom_schema_name, node) -%}

@@ -20,15 +20,13 @@ import jsonschema
 import pytest
 import respx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-from prefect.logging.handlers import APILogWorker
 from prefect_databricks import DatabricksCredentials
 from prefect_databricks.models.jobs import DbtTask
 
 from pathlib import Path
 
 from blocks.environment import BlueGreenSettings, DbtEnvironment
-from conftest import saved_block
+from conftest import flow_run_logs, saved_block
 from flows.core.databricks_jobs import (
     DatabricksRunTimedOut, DbtCliCluster, DbtJobRequest, ServerlessEnvironment, follow_run, submit_payload, submit_run,
     warehouse_id_of,
@@ -185,18 +183,12 @@ def run_flow(**parameters):
     return databricks_job_run(**parameters, return_state=True)
 
 
-def flow_run_logs(state) -> list[str]:
-    APILogWorker.drain_all(timeout=15)
-
-    async def read():
-        async with get_client() as client:
-            flow_run_id = state.state_details.flow_run_id
-            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-            run = await client.read_flow_run(flow_run_id)
-            return [log.message for log in sorted(logs, key=lambda log: log.timestamp)], run.parameters
-    messages, parameters = asyncio.run(read())
-    assert TOKEN not in json.dumps(parameters)
-    return messages
+def run_log_messages(state) -> list[str]:
+    """The run's log lines, oldest first; its parameters must not carry the token."""
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        assert TOKEN not in json.dumps(client.read_flow_run(flow_run_id).parameters)
+    return [log.message for log in flow_run_logs(flow_run_id)]
 
 
 def test_submitted_payload_is_a_documented_dbt_task():
@@ -277,7 +269,7 @@ def test_a_successful_run_completes_the_flow_and_logs_each_state(jobs_api, dev_e
         "dbt deps", "dbt source freshness", "dbt build --exclude source:* --fail-fast", "dbt docs generate"]
     assert jobs_api.authorizations == {f"Bearer {TOKEN}"}  # credentials from the block, not parameters
     assert jobs_api.cancelled == []
-    logs = flow_run_logs(state)
+    logs = run_log_messages(state)
     run_changes = [m for m in logs if m.startswith(f"Databricks run {RUN_ID} is ")]
     assert run_changes == [
         f"Databricks run {RUN_ID} is PENDING: Waiting for cluster",

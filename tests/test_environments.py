@@ -21,7 +21,7 @@ from blocks.environment import (
 from blocks.profile import rendered_profile
 from blocks.register import DEFAULT_FILE, RegistrationError, register
 
-from conftest import BUNDLED_PROJECT, REPO
+from conftest import BUNDLED_PROJECT, REPO, paths_holding
 
 PAT_CANARY = "dapi-CANARY-pat-7f3a9e"
 OAUTH_CANARY = "CANARY-oauth-secret-51c2"
@@ -108,22 +108,11 @@ def test_secrets_only_in_secret_fields(registered):
         hidden = client.read_block_documents(include_secrets=False)
     allowed = {"token", "client_secret", "url"}
     for document in documents:
-        for path in _paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY, SLACK_CANARY)):
+        for path in paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY, SLACK_CANARY)):
             assert path[-1] in allowed, f"secret found in {document.name}: {'.'.join(path)}"
     assert not any(
         c in json.dumps(d.data, default=str) for d in hidden for c in (PAT_CANARY, OAUTH_CANARY, SLACK_CANARY)
     )
-
-
-def _paths_holding(value, needles, path=()):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths_holding(item, needles, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths_holding(item, needles, (*path, str(index)))
-    elif isinstance(value, str) and any(n in value for n in needles):
-        yield path
 
 
 def test_profile_removed_on_error(tmp_path):
@@ -151,7 +140,23 @@ def test_unsafe_identifiers_rejected(bad):
             pass
 
 
-def test_registration_rejects_unknown_keys(tmp_path, monkeypatch):
+def _block_documents() -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {(d.name, d.block_type.slug if d.block_type else None): (d.updated, json.dumps(d.data, default=str))
+                for d in client.read_block_documents(include_secrets=True)}
+
+
+@pytest.fixture
+def nothing_registered(prefect_server):
+    """Registration that rejects its input writes nothing: every block document is as before."""
+    before = _block_documents()
+    yield
+    assert _block_documents() == before, "a rejected registration wrote blocks"
+
+
+def test_registration_rejects_unknown_keys(tmp_path, monkeypatch, nothing_registered):
     path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(warehouse_size="XL"))
     with pytest.raises(RegistrationError, match=r"environments\.dev\.warehouse_size: Extra inputs are not permitted"):
         register(path)
@@ -160,14 +165,14 @@ def test_registration_rejects_unknown_keys(tmp_path, monkeypatch):
         register(path)
 
 
-def test_registration_names_missing_variable(tmp_path, monkeypatch):
+def test_registration_names_missing_variable(tmp_path, monkeypatch, nothing_registered):
     for key in SECRETS:
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(RegistrationError, match="environment variable DATABRICKS_DEV_TOKEN is not set"):
         register(DEFAULT_FILE)
 
 
-def test_registration_names_missing_credentials_block(tmp_path, monkeypatch, prefect_server):
+def test_registration_names_missing_credentials_block(tmp_path, monkeypatch, prefect_server, nothing_registered):
     monkeypatch.setenv("DATABRICKS_DEV_TOKEN", "x")
     monkeypatch.setenv("DATABRICKS_PROD_CLIENT_SECRET", "x")
     monkeypatch.setenv("DATABRICKS_STAGING_CLIENT_SECRET", "x")
@@ -177,7 +182,7 @@ def test_registration_names_missing_credentials_block(tmp_path, monkeypatch, pre
         register(path)
 
 
-def test_registration_rejects_unsafe_schema(tmp_path, monkeypatch):
+def test_registration_rejects_unsafe_schema(tmp_path, monkeypatch, nothing_registered):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     path = _write_spec(tmp_path, lambda s: s["environments"]["dev"].update(schema="analytics; drop table x"))

@@ -10,10 +10,11 @@ import duckdb
 import pytest
 from prefect.client.orchestration import get_client
 
-from conftest import artifacts_of
+from conftest import artifacts_of, flow_run_logs
 from flows.core.artifacts import artifact_key
 from flows.production import production_run
 from land import land_new_data
+from reliability.helpers import view_targets
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +96,23 @@ def test_nothing_fresher_builds_nothing(home, full_run):
     assert state.is_completed() and state.message == "nothing to rebuild"
 
 
+def test_full_refresh_bypasses_the_gate_and_a_warn_level_stale_source_is_logged(home, full_run):
+    """Nothing is fresher, yet full_refresh rebuilds every model and seed; raw.payments, 30 hours old
+    (warn_after 24 h, error_after 72 h), is logged as a warning and the run goes on."""
+    _query(home, "update raw.payments set _loaded_at = now()::timestamp - interval 30 hours")
+    state = production_run(environment="local", full_refresh=True, return_state=True)
+    assert state.is_completed() and state.message != "nothing to rebuild", state.message
+    manifest = _latest(home, "manifest.json")
+    built = {u for u, n in manifest["nodes"].items() if n["resource_type"] in {"model", "seed"}
+             and n["config"]["materialized"] != "ephemeral"}
+    assert built <= _rebuilt(home), built - _rebuilt(home)
+    warnings = [log.message for log in flow_run_logs(state.state_details.flow_run_id) if log.level == 30]
+    assert any("Source raw.payments is getting stale" in w and "the run goes on" in w for w in warnings), warnings
+
+
 def test_landing_one_source_rebuilds_exactly_its_downstream(home, full_run):
     land_new_data(home / "warehouse.duckdb", "orders", rows=10)
+    views_before = view_targets(home)
     state = production_run(environment="local", return_state=True)
     assert state.is_completed(), state.message
     manifest = _latest(home, "manifest.json")
@@ -109,6 +125,14 @@ def test_landing_one_source_rebuilds_exactly_its_downstream(home, full_run):
     expected = {u for u in downstream if u.split(".")[0] in {"model", "seed", "snapshot"}}
     assert _rebuilt(home) == expected
     assert _query(home, "select count(*) from main.fct_orders")[0][0] == 2010
+    # per-relation pointers: exactly the rebuilt relations' live views moved to the new version;
+    # every other live view still reads the version it read before
+    views_after = view_targets(home)
+    rebuilt_views = {f"{manifest['nodes'][u]['schema']}.{manifest['nodes'][u]['alias']}"
+                     for u in expected if not u.startswith("snapshot.")}
+    moved = {view for view, sql in views_after.items() if views_before.get(view) != sql}
+    assert moved and moved == rebuilt_views & views_after.keys(), (moved, rebuilt_views)
+    assert len(views_after) > len(moved) and views_after.keys() == views_before.keys()
 
 
 # --- a project whose staging test fails, then is fixed and retried ------------------------------
@@ -183,6 +207,10 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     (summary,) = artifacts[artifact_key("local", "run-summary")]
     (failures,) = artifacts[artifact_key("local", "failures")]
     assert "not_null_stg_people_place_id" in summary.data and "compiled" in failures.data
+    # keep_failed_version: the failed version's schema is still there, with what its staging layer built
+    kept = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())["versions"][-1]["id"]
+    assert ("stg_people",) in _query(lakehouse_home, "select table_name from information_schema.tables "
+                                                      f"where table_schema = 'main__{kept}'")
 
     _land_fixture(warehouse, broken=False)
     flow_run_id = state.state_details.flow_run_id
@@ -205,6 +233,8 @@ def test_a_retry_whose_failed_version_was_dropped_starts_over_in_a_new_version(l
     assert state.is_failed()
     registry = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())
     (dropped,) = [v["id"] for v in registry["versions"] if v["status"] == "failed"]
+    assert not _query(lakehouse_home, f"select schema_name from information_schema.schemata "
+                                      f"where schema_name like 'main__{dropped}%'"), "the failed version was kept"
 
     _land_fixture(warehouse, broken=False)
     retried = _retry_same_flow_run(state.state_details.flow_run_id)

@@ -16,6 +16,7 @@ from flows.core.slim_ci import ci_work_dir, is_pr_schema, pr_schema
 from flows.production import production_run
 from flows.slim_ci import build_parser, drop_ci_schema, slim_ci
 from blocks.environment import builtin_local
+from conftest import relation_fingerprint
 
 BUNDLED_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 PR = 7
@@ -29,19 +30,8 @@ def _sql(warehouse: Path, statement: str) -> list[tuple]:
 
 
 def prod_fingerprint(warehouse: Path) -> dict[str, tuple]:
-    """Every prod relation: its kind, row count, a hash of its rows and, for views, their SQL."""
-    with duckdb.connect(str(warehouse)) as connection:
-        relations = connection.execute(
-            f"select table_schema, table_name, table_type from information_schema.tables where {PROD_SCHEMAS}"
-        ).fetchall()
-        views = dict(connection.execute(
-            "select schema_name || '.' || view_name, sql from duckdb_views() where not internal").fetchall())
-        prints = {}
-        for schema, name, kind in relations:
-            count, digest = connection.execute(
-                f'select count(*), coalesce(sum(hash(t)), 0)::varchar from "{schema}"."{name}" as t').fetchone()
-            prints[f"{schema}.{name}"] = (kind, count, digest, views.get(f"{schema}.{name}"))
-    return prints
+    """Every prod relation (live, snapshots, versions): its kind, row count, a hash of its rows and, for views, their SQL."""
+    return relation_fingerprint(warehouse, PROD_SCHEMAS)
 
 
 def schemas(warehouse: Path) -> set[str]:

@@ -15,6 +15,8 @@ from typing import Iterator, Optional
 
 import duckdb
 
+from conftest import relation_fingerprint
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_PROJECT = REPO / "dbt_project"
 LIVE_SCHEMAS = ("main", "main_finance", "main_snapshots")
@@ -40,15 +42,9 @@ def versioned_schemas(home: Path) -> set[str]:
     return {s for s in schemas(home) if s.startswith("main__v")}
 
 
-def live_data(home: Path) -> dict[str, str]:
-    """A fingerprint of every live relation's rows (views in main/main_finance, snapshot tables)."""
-    names = sql(home, "select table_schema, table_name from information_schema.tables "
-                      f"where table_catalog = current_database() and table_schema in {LIVE_SCHEMAS} order by 1, 2")
-    return {
-        f"{schema}.{name}": sql(home, f"select count(*) || ':' || coalesce(sum(hash(t::varchar)), 0) "
-                                      f'from "{schema}"."{name}" t')[0][0]
-        for schema, name in names
-    }
+def live_data(home: Path) -> dict[str, tuple]:
+    """Every live relation (views in main/main_finance, snapshot tables): kind, rows, view SQL."""
+    return relation_fingerprint(home / "warehouse.duckdb", f"table_schema in {LIVE_SCHEMAS}")
 
 
 def view_targets(home: Path) -> dict[str, str]:
@@ -87,9 +83,39 @@ def assert_unchanged(home: Path, before: dict) -> None:
     assert after["schemas"] == before["schemas"], f"schemas changed: {after['schemas'] ^ before['schemas']}"
 
 
-def journal(home: Path, flow_run_id) -> dict:
+def journal(home: Path, flow_run_id, missing_ok: bool = False) -> dict:
+    """The run's journal. A missing one is an error (a moved journal must not read as "no step
+    ran"), unless `missing_ok`: polling a run that may not have written it yet."""
     path = home / "work" / "local" / "runs" / str(flow_run_id) / "journal.json"
-    return json.loads(path.read_text()) if path.exists() else {"done": [], "failed": None, "data": {}}
+    if path.exists():
+        return json.loads(path.read_text())
+    assert missing_ok, f"no journal at {path}"
+    return {"done": [], "failed": None, "data": {}}
+
+
+# What a dbt command that did work leaves: build/run/test/seed/snapshot/retry/docs write
+# run_results.json, source freshness sources.json, docs generate catalog.json (and every one of
+# them its dbt.log). A parse (the only dbt call allowed before input is checked) writes none of these results.
+DBT_RESULT_FILES = ("run_results.json", "sources.json", "catalog.json")
+
+
+def dbt_results_written(roots, since: float) -> list[str]:
+    """dbt result files under `roots` written at or after `since` (time.time())."""
+    return sorted(str(p) for root in roots if Path(root).exists() for p in Path(root).rglob("*")
+                  if p.name in DBT_RESULT_FILES and p.stat().st_mtime >= since)
+
+
+def files_written(root: Path, since: float) -> list[str]:
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.stat().st_mtime >= since)
+
+
+def failed_with(state, *needles: str) -> str:
+    """The failed state's message, which must name every needle."""
+    assert state.is_failed(), f"expected a failed run, got {state.name}: {state.message}"
+    message = str(state.message)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    return message
 
 
 def subprocess_env(home: Path, **extra: str) -> dict[str, str]:

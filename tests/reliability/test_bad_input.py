@@ -2,8 +2,9 @@
 
 "Before any dbt work" is checked, not assumed: after each case no schema appeared, live data
 (fingerprinted), the live views, the live version and the saved state are as they were, no
-version was started, and the failed flow run's journal shows no dbt step past `dbt deps`
-(which the bundled project skips: it has no packages).
+version was started, nothing was written in the state store, no dbt command left results
+(run_results.json, sources.json, catalog.json) anywhere, and the failed flow run's journal, where
+it kept one, shows no dbt step past `dbt deps` (which the bundled project skips: it has no packages).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,12 @@ from flows.blue_green import prune_versions, rollback
 from flows.core.versions import VersionError
 from flows.production import main as production_main, production_run
 
-from .helpers import BUNDLED_PROJECT, REPO, assert_unchanged, copy_home, journal, snapshot, statuses, subprocess_env
+from conftest import flow_run_logs
+
+from .helpers import (
+    BUNDLED_PROJECT, REPO, assert_unchanged, copy_home, dbt_results_written, failed_with, files_written, journal,
+    snapshot, statuses, subprocess_env,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,43 +43,38 @@ def home(tmp_path_factory, published_template):
 
 
 @pytest.fixture
-def untouched(home):
-    """Asserts, after the test, that nothing changed: no schema, no version, live and state as before."""
-    before, versions = snapshot(home), statuses(home)
+def untouched(home, request):
+    """Asserts, after the test, that nothing changed and no dbt work happened: no schema, no version,
+    live and state as before, no file written in the state store, no dbt results written anywhere.
+    A case that asks for `freshness_may_run` may leave `dbt source freshness` results (sources.json),
+    nothing else."""
+    before, versions, started = snapshot(home), statuses(home), time.time()
     yield before
     assert_unchanged(home, before)
     assert statuses(home) == versions, "a version was started"
     assert not (home / "state" / "local" / "publish.lock").exists(), "the lock was left behind"
+    assert not files_written(home / "state", started), "the state store was written to"
+    written = dbt_results_written([home, BUNDLED_PROJECT / "target"], started)
+    if "freshness_may_run" in request.fixturenames:
+        written = [path for path in written if not path.endswith("/sources.json")]
+    assert not written, f"dbt did work: {written}"
 
 
 def _no_dbt_step_ran(home: Path, state) -> None:
-    done = journal(home, state.state_details.flow_run_id)["done"]
+    """The journal, where the run got far enough to keep one, shows no dbt step; where it did not,
+    the run never opened (no run dir: parameter validation refused it). The files dbt would have
+    left are checked by `untouched` either way."""
+    flow_run_id = state.state_details.flow_run_id
+    run_dir = home / "work" / "local" / "runs" / str(flow_run_id)
+    done = journal(home, flow_run_id, missing_ok=not run_dir.exists())["done"]
     assert set(done) <= {"dbt deps"}, f"dbt steps ran: {done}"
-
-
-def _failed(state, *needles: str) -> str:
-    assert state.is_failed(), f"expected a failed run, got {state.name}: {state.message}"
-    message = str(state.message)
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
-
-
-def _flow_run_logs(flow_run_id) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=15)
-    with get_client(sync_client=True) as client:
-        return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
 
 
 # --- environment ------------------------------------------------------------------------------
 
 def test_unknown_environment_is_refused_by_parameter_validation(home, untouched):
     state = production_run(environment="qa", return_state=True)
-    _failed(state, "environment", "'local'", "'dev'", "'staging'", "'prod'")
+    failed_with(state, "environment", "'local'", "'dev'", "'staging'", "'prod'")
     _no_dbt_step_ran(home, state)
 
 
@@ -90,10 +92,16 @@ def test_unknown_environment_on_the_command_line(untouched, capsys):
 
 # --- selectors ----------------------------------------------------------------------------------
 
-def test_selector_matching_nothing_warns_and_completes_with_nothing_built(home, untouched):
+@pytest.fixture
+def freshness_may_run():
+    """A valid run that selects nothing: its freshness check runs (README: a warning and a Completed
+    run that built nothing), so `untouched` allows sources.json and nothing else."""
+
+
+def test_selector_matching_nothing_warns_and_completes_with_nothing_built(home, freshness_may_run, untouched):
     state = production_run(environment="local", select=["tag:no_model_has_this_tag"], return_state=True)
     assert state.is_completed() and state.message == "nothing to rebuild", state.message
-    warnings = [log.message for log in _flow_run_logs(state.state_details.flow_run_id) if log.level >= 30]
+    warnings = [log.message for log in flow_run_logs(state.state_details.flow_run_id) if log.level >= 30]
     assert any("matches no model, seed or snapshot" in w and "tag:no_model_has_this_tag" in w for w in warnings), warnings
 
 
@@ -108,13 +116,13 @@ def test_selector_matching_nothing_warns_and_completes_with_nothing_built(home, 
 ], ids=["empty-tag", "double-at", "double-plus", "unknown-method", "empty-intersection", "exclude", "layer"])
 def test_malformed_selector_fails_before_freshness(home, untouched, parameters, needle):
     state = production_run(environment="local", return_state=True, **parameters)
-    _failed(state, needle)
+    failed_with(state, needle)
     _no_dbt_step_ran(home, state)
 
 
 def test_state_selector_without_state_fails_before_freshness(home, untouched):
     state = production_run(environment="local", select=["state:modified+"], return_state=True)
-    _failed(state, "invalid selection", "Got a state selector method, but no comparison manifest")
+    failed_with(state, "invalid selection", "Got a state selector method, but no comparison manifest")
     _no_dbt_step_ran(home, state)
 
 
@@ -123,7 +131,7 @@ def test_state_selector_without_state_fails_before_freshness(home, untouched):
 @pytest.mark.parametrize("bad_vars", [[1, 2], "raw_schema=raw", 7])
 def test_vars_that_are_not_a_mapping_fail_parameter_validation(home, untouched, bad_vars):
     state = production_run(environment="local", vars=bad_vars, return_state=True)
-    _failed(state, "vars", "valid dictionary")
+    failed_with(state, "vars", "valid dictionary")
     _no_dbt_step_ran(home, state)
 
 
@@ -147,14 +155,14 @@ def test_vars_list_as_a_real_process_exits_non_zero(home, untouched):
 @pytest.mark.parametrize("threads", [0, -4])
 def test_threads_below_one_fail_parameter_validation(home, untouched, threads):
     state = production_run(environment="local", threads=threads, return_state=True)
-    _failed(state, "threads", "greater than 0")
+    failed_with(state, "threads", "greater than 0")
     _no_dbt_step_ran(home, state)
 
 
 @pytest.mark.parametrize("keep", [1, 0, -1])
 def test_prune_keep_below_two_is_refused(home, untouched, keep):
     state = prune_versions(environment="local", keep=keep, return_state=True)
-    _failed(state, "keep", "greater than or equal to 2")
+    failed_with(state, "keep", "greater than or equal to 2")
 
 
 def test_prune_keep_below_two_is_refused_by_the_library_too(home, untouched):
@@ -185,7 +193,7 @@ def test_unsafe_schema_names_are_refused(untouched, schema):
 def test_pr_number_must_be_a_positive_integer(home, untouched, pr_number):
     for flow_function in (slim_ci.slim_ci, slim_ci.drop_ci_schema):
         state = flow_function(pr_number=pr_number, environment="local", return_state=True)
-        _failed(state, "pr_number")
+        failed_with(state, "pr_number")
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "seven"])
@@ -200,7 +208,7 @@ def test_pr_number_on_the_command_line(untouched, capsys, text):
 def test_rollback_to_an_unknown_version_lists_those_that_exist(home, untouched):
     live = statuses(home)
     state = rollback(environment="local", to_version="v20000101000000_nope00", return_state=True)
-    message = _failed(state, "cannot roll back to 'v20000101000000_nope00': it is unknown; versions that exist:")
+    message = failed_with(state, "cannot roll back to 'v20000101000000_nope00': it is unknown; versions that exist:")
     assert all(version in message for version, status in live.items() if status == "published")
 
 

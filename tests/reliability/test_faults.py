@@ -25,17 +25,10 @@ from blocks.profile import profile_dir_prefix
 from flows.production import production_run
 
 from .helpers import (
-    CuttableProxy, assert_unchanged, copy_home, file_in_place_of, flow_run_state, journal, live_data, pause_before,
-    project_copy, registry, run_dirs, schemas, snapshot, sql, start_production, statuses, versioned_schemas,
-    view_targets, wait_for,
+    CuttableProxy, assert_unchanged, copy_home, failed_with, file_in_place_of, flow_run_state, journal, live_data, pause_before,
+    project_copy,
+    registry, run_dirs, schemas, snapshot, sql, start_production, statuses, versioned_schemas, view_targets, wait_for,
 )
-
-
-def _failed(state, *needles: str) -> str:
-    assert state.is_failed(), f"expected a failed run, got {state.name}: {state.message}"
-    for needle in needles:
-        assert needle in str(state.message), f"{needle!r} not in {state.message!r}"
-    return str(state.message)
 
 
 def _new_version_failed_and_dropped(home: Path, before_versions: dict) -> str:
@@ -67,7 +60,7 @@ def test_failing_model_runtime_error_leaves_live_untouched(fresh_home, tmp_path)
     })
     before, versions = snapshot(fresh_home), statuses(fresh_home)
     state = production_run(environment="local", project_dir=str(project), return_state=True)
-    _failed(state, "build intermediate failed", "int_broken")
+    failed_with(state, "build intermediate failed", "int_broken")
     assert_unchanged(fresh_home, before)
     _new_version_failed_and_dropped(fresh_home, versions)
     done = journal(fresh_home, state.state_details.flow_run_id)["done"]
@@ -83,7 +76,7 @@ def test_failing_test_leaves_live_untouched(fresh_home, tmp_path):
     )
     before, versions = snapshot(fresh_home), statuses(fresh_home)
     state = production_run(environment="local", project_dir=str(project), return_state=True)
-    _failed(state, "build staging failed", "assert_reliability_always_fails")
+    failed_with(state, "build staging failed", "assert_reliability_always_fails")
     assert_unchanged(fresh_home, before)
     _new_version_failed_and_dropped(fresh_home, versions)
 
@@ -96,7 +89,7 @@ def test_stale_source_fails_naming_source_and_age(tmp_path, landed_template, mon
     sql(home, "update raw.payments set _loaded_at = now()::timestamp - interval 10 days")
     before = schemas(home)
     state = production_run(environment="local", return_state=True)
-    message = _failed(state, "source freshness failed", "raw.payments is stale (10.0 days old)")
+    message = failed_with(state, "source freshness failed", "raw.payments is stale (10.0 days old)")
     assert "raw.orders" not in message  # only the stale source is named
     assert schemas(home) == before and not view_targets(home)  # nothing built, nothing live
     assert not (home / "state" / "local" / "latest").exists() and not statuses(home)
@@ -112,7 +105,7 @@ def test_compile_error_fails_at_parse_before_any_dbt_work(fresh_home, tmp_path, 
     project = project_copy(tmp_path / "project", files={"models/intermediate/int_compile_error.sql": model})
     before, versions = snapshot(fresh_home), statuses(fresh_home)
     state = production_run(environment="local", project_dir=str(project), return_state=True)
-    _failed(state, "dbt parse failed", needle)
+    failed_with(state, "dbt parse failed", needle)
     assert_unchanged(fresh_home, before)
     assert statuses(fresh_home) == versions
     assert set(journal(fresh_home, state.state_details.flow_run_id)["done"]) <= {"dbt deps"}
@@ -156,7 +149,7 @@ def test_sigkill_mid_layer_leaves_live_untouched(kill_home, tmp_path):
     earlier = set(run_dirs(home))
     process = start_production(home, log)
     run_dir = wait_for(lambda: next((d for d in run_dirs(home) if d not in earlier
-                                     and "build staging" in journal(home, d.name)["done"]), None),
+                                     and "build staging" in journal(home, d.name, missing_ok=True)["done"]), None),
                        timeout=600, what="the staging layer to finish", process=process, log=log, interval=0.01)
     _kill(process)
     kill_home["pids"].append(process.pid)
@@ -237,7 +230,7 @@ def test_state_store_unwritable_from_the_start_fails_before_dbt(fresh_home):
     before = {"live": live_data(fresh_home), "views": view_targets(fresh_home), "schemas": schemas(fresh_home)}
     with file_in_place_of(state_dir):
         state = production_run(environment="local", return_state=True)
-        _failed(state, "state store for 'local' is not writable")
+        failed_with(state, "state store for 'local' is not writable")
         assert not journal(fresh_home, state.state_details.flow_run_id)["done"]
     assert {"live": live_data(fresh_home), "views": view_targets(fresh_home), "schemas": schemas(fresh_home)} == before
 
@@ -250,19 +243,19 @@ def test_state_store_failing_before_the_flip_leaves_live_untouched_then_after_it
     before, versions = snapshot(fresh_home), statuses(fresh_home)
     with file_in_place_of(fresh_home / "state" / "local" / "runs"):
         state = production_run(environment="local", return_state=True)
-        _failed(state, "state store for 'local' is not writable")
+        failed_with(state, "state store for 'local' is not writable")
         assert journal(fresh_home, state.state_details.flow_run_id)["failed"] == "save state"
     assert_unchanged(fresh_home, before)
     _new_version_failed_and_dropped(fresh_home, versions)
 
     with file_in_place_of(fresh_home / "state" / "local" / "latest" / "docs"):
         state = production_run(environment="local", return_state=True)
-        _failed(state, "state store for 'local' is not writable")
+        failed_with(state, "state store for 'local' is not writable")
         assert journal(fresh_home, state.state_details.flow_run_id)["failed"] == "promote state"
     version = journal(fresh_home, state.state_details.flow_run_id)["data"]["version"]
     assert registry(fresh_home)["live"] == version and statuses(fresh_home)[version] == "published"
     assert sql(fresh_home, "select count(*) from main.fct_orders")[0][0] == \
-        int(before["live"]["main.fct_orders"].split(":")[0]) + 10
+        before["live"]["main.fct_orders"][1] + 10  # (kind, rows, hash, view SQL)
     staged = fresh_home / "state" / "local" / "runs" / str(state.state_details.flow_run_id)
     assert {p.name for p in staged.iterdir()} >= {"manifest.json", "run_results.json", "sources.json"}
     _live_is_whole(fresh_home)
@@ -307,7 +300,7 @@ def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     process = start_production(fresh_home, log, prelude=EVENTS_WITHOUT_RECONNECTION,
                                PREFECT_API_URL=proxy.url, PREFECT_CLIENT_MAX_RETRIES="0")
     run_dir = wait_for(lambda: next((d for d in run_dirs(fresh_home) if d not in earlier
-                                     and "build staging" in journal(fresh_home, d.name)["done"]), None),
+                                     and "build staging" in journal(fresh_home, d.name, missing_ok=True)["done"]), None),
                        timeout=600, what="the staging layer to finish", process=process, log=log)
     proxy.cut()
     outcome = "production_run: its final state could not be recorded in the Prefect API"
@@ -333,7 +326,7 @@ def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     assert registry(fresh_home)["live"] == version and statuses(fresh_home)[version] == "published"
     _live_is_whole(fresh_home)  # the one flip happened entirely
     assert sql(fresh_home, "select count(*) from main.fct_orders")[0][0] == \
-        int(before["live"]["main.fct_orders"].split(":")[0]) + 10
+        before["live"]["main.fct_orders"][1] + 10  # (kind, rows, hash, view SQL)
     assert not (fresh_home / "state" / "local" / "publish.lock").exists()
     assert flow_run_state(run_dir.name).is_running()  # what the API believes; nothing client-side can fix it
 

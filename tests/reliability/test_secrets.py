@@ -34,7 +34,7 @@ from blocks.environment import BlueGreenSettings, DbtEnvironment, load_environme
 from blocks.profile import PROFILE_DIR_PREFIX, rendered_profile
 from flows.production import production_run
 
-from conftest import artifacts_of, read_all, record_timing, saved_block
+from conftest import artifacts_of, flow_run_logs, paths_holding, record_timing, saved_block
 from .helpers import BUNDLED_PROJECT, copy_home
 
 CANARY = f"dapi-RELIABILITY-CANARY-{uuid.uuid4().hex}"
@@ -86,27 +86,42 @@ def _self_signed(directory: Path, address: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def fake_workspace(tmp_path_factory):
-    """A TLS endpoint on a random loopback address, port 443 (the connector always uses 443).
-    Session-scoped: the connector's telemetry thread may still post to it after this module."""
+    """A TLS endpoint on a random loopback address and a free port: no privileged port, so it runs
+    as the unprivileged CI user too. The host is `<address>:<port>` (see `connector_honours_the_port`).
+    Session-scoped: the connector's telemetry thread may still post
+    to it after this module."""
     directory = tmp_path_factory.mktemp("fake-workspace")
-    for _ in range(20):
-        address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        try:
-            server = ThreadingHTTPServer((address, 443), _Forbidden)
-            break
-        except OSError:
-            continue
-    else:
-        pytest.skip("cannot bind a loopback address on port 443 here")
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    server = ThreadingHTTPServer((address, 0), _Forbidden)
     cert, key = _self_signed(directory, address)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield {"host": address, "ca": cert}
+    yield {"host": f"{address}:{server.server_address[1]}", "ca": cert}
     server.shutdown()
     server.server_close()
+
+
+def connector_honours_the_port(patch: pytest.MonkeyPatch) -> None:
+    """databricks-sql-connector connections go to the port in the host (`127.x.y.z:<port>`), not 443.
+
+    The workspace host carries an explicit port, which the Databricks SDK honours (dbt-databricks'
+    host-metadata probe and auth go there) and the connector's feature-flag and telemetry clients
+    keep, but the connector's Thrift client appends `:443` (`thrift_backend.py`: `uri = "{host}:{port}/{path}"`,
+    port from `_port`, default 443) unless given the whole `_connection_uri`. dbt-databricks opens
+    connections through `databricks.sql.connect(**conn_args)` (`dbt/adapters/databricks/handle.py`),
+    so that argument is added there; the profile, credentials and token are as in production."""
+    import databricks.sql
+
+    connect = databricks.sql.connect
+
+    def connect_to_host_port(*args, **kwargs):
+        uri = f"https://{kwargs['server_hostname']}/{kwargs['http_path'].lstrip('/')}"
+        return connect(*args, **{**kwargs, "_connection_uri": uri})
+
+    patch.setattr(databricks.sql, "connect", connect_to_host_port)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +136,7 @@ def canary_environment(prefect_server, fake_workspace):
             http_path="/sql/1.0/warehouses/reliability0canary",
             databricks_credentials=DatabricksCredentials.load(CREDENTIALS),
             blue_green=BlueGreenSettings(enabled=True), step_timeout_seconds=600,
+            connect_retry_seconds=60,  # a request sent elsewhere than the stand-in fails the run in a minute, not 15
         )
         with saved_block(environment, ENVIRONMENT):
             yield load_environment(ENVIRONMENT)
@@ -142,6 +158,7 @@ def exercised(canary_environment, fake_workspace, published_template, tmp_path_f
         patch.setenv("SSL_CERT_FILE", str(fake_workspace["ca"]))  # trust the stand-in workspace (connector)
         patch.setenv("REQUESTS_CA_BUNDLE", str(fake_workspace["ca"]))  # (dbt-databricks' host probe, requests)
         patch.setenv("DATABRICKS_STAGING_TOKEN", CANARY)  # as an operator's shell would hold it
+        connector_honours_the_port(patch)
 
         # 1. render the profile and parse it with the real adapter
         with rendered_profile(canary_environment, BUNDLED_PROJECT) as profile:
@@ -186,13 +203,9 @@ def test_everything_ran_as_intended(exercised):
 
 def test_canary_not_in_run_states_logs_or_artifacts(exercised):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
 
-    APILogWorker.drain_all(timeout=30)
+    logs = flow_run_logs(*exercised["flow_runs"])
     with get_client(sync_client=True) as client:
-        logs = read_all(client.read_logs,
-                        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=exercised["flow_runs"])))
         runs = [client.read_flow_run(i) for i in exercised["flow_runs"]]
     artifacts = artifacts_of(*exercised["flow_runs"])  # what the runs that held the secret made
     assert len(logs) > 5
@@ -208,21 +221,10 @@ def test_canary_only_in_the_credentials_token_field(exercised):
     with get_client(sync_client=True) as client:
         revealed = client.read_block_documents(include_secrets=True)
         hidden = client.read_block_documents(include_secrets=False)
-    holders = [(d.name, path) for d in revealed for path in _paths_holding(d.data, CANARY)]
+    holders = [(d.name, path) for d in revealed for path in paths_holding(d.data, CANARY)]
     assert holders, "the canary is not registered at all"
     assert all(path[-1] == "token" for _, path in holders), holders
     assert not [d.name for d in hidden if CANARY in repr(d.data)]
-
-
-def _paths_holding(value, needle, path=()):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths_holding(item, needle, (*path, key))
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _paths_holding(item, needle, (*path, str(index)))
-    elif needle in str(value):
-        yield path
 
 
 def _files_holding(roots, needle: bytes, newer_than: float = 0.0, max_bytes: int = 200_000_000) -> list[str]:

@@ -1,4 +1,4 @@
-"""The nightly production run of a dbt project: the runbook, one named task per step.
+"""The nightly production run of a dbt project: the runbook, a list of named stages (flows/core/runbook.py).
 
     deps → source freshness → freshness gate → source tests → prepare version → seeds → snapshots
     → one build per layer (tested before the next) → docs → save state → publish → promote state
@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Any, Optional
 
 from prefect import flow, task
@@ -22,47 +23,12 @@ from pydantic import PositiveInt
 from flows.core import dry_run, publishing, steps
 from flows.core.artifacts import publish_artifacts
 from flows.core.cli import flow_parser, run_from_shell
-from flows.core.dbt import StepResult
 from flows.core.layers import Plan
 from flows.core.progress import planned_steps
-from flows.core.stop import step_deadline
+from flows.core.runbook import Stage, evaluate, evaluate_all
 from blocks.environment import EnvironmentName
 from flows.core.run import DEFAULT_LAYERS, Layer, ProductionRun, RunOptions, open_run
 
-
-
-def _step(name: str):
-    """A production step: a named task that runs once per flow run, even across flow retries."""
-    def wrap(function):
-        @task(name=name, cache_policy=NO_CACHE)
-        def run_step(run: ProductionRun, *args):
-            if name in run.journal.done:
-                run.report.note(name, "skipped", "done in an earlier attempt of this run")
-                return None
-            try:
-                # The step's timeout: it cancels the step's dbt queries, then fails naming the step (stop.py)
-                with step_deadline(name, run.environment.step_timeout_seconds):
-                    result = function(run, *args)
-            except steps.StepFailed as failure:
-                run.report.record(name, failure.result)
-                run.journal.fail(name)
-                raise
-            except BaseException as error:
-                run.report.note(name, "failed", str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
-                run.journal.fail(name)
-                raise
-            if isinstance(result, StepResult):
-                run.report.record(name, result)
-            run.journal.complete(name)
-            return result
-
-        return run_step
-    return wrap
-
-
-@_step("dbt deps")
-def dbt_deps(run):
-    return steps.dbt_deps(run)
 
 
 @task(name="parse and select", cache_policy=NO_CACHE)
@@ -70,11 +36,6 @@ def parse_and_select(run):
     selection = steps.parse_and_select(run)
     publishing.check_version_placement(run)  # blue-green: what the version would build outside itself
     return selection
-
-
-@_step("source freshness")
-def source_freshness(run):
-    return steps.source_freshness(run)
 
 
 @task(name="freshness gate", cache_policy=NO_CACHE)
@@ -89,64 +50,39 @@ def plan_only_report(run, selection) -> str:
     return dry_run.post_plan(run, selection)
 
 
-@_step("source tests")
-def source_tests(run):
-    return steps.source_tests(run)
-
-
-@_step("prepare version")
-def prepare_version(run, plan: Plan):
-    return publishing.prepare_version(run, plan)
-
-
-@_step("seeds")
-def seeds(run, plan: Plan):
-    return steps.seeds(run, plan)
-
-
-@_step("snapshots")
-def snapshots(run, plan: Plan):
-    return steps.snapshots(run, plan)
-
-
-def build_layer(run, stage):
-    return _step(f"build {stage.name}")(steps.build_layer)(run, stage)
-
-
-@_step("docs")
-def docs(run):
+def _docs(run):
     result = steps.docs(run)
     publishing.show_live_names_in_docs(run)  # live relation names; only pages that work
     return result
 
 
-@_step("publish")
-def publish(run, plan: Plan) -> str:
-    return publishing.publish(run, plan)
-
-
-@_step("save state")
-def save_state(run):
-    return steps.save_state(run)
-
-
-@_step("snapshots of models")
-def model_snapshots(run, plan: Plan):
-    return steps.model_snapshots(run, plan)
-
-
-@_step("promote state")
-def promote_state(run):
-    return steps.promote_state(run)
+def build_and_publish(run: ProductionRun, plan: Plan) -> list[Stage]:
+    """The runbook once the gate has decided what to build: each stage runs once per flow run."""
+    stages = [
+        Stage("source tests", steps.source_tests),
+        # blue-green: record the version, clean up orphans, copy incremental models
+        Stage("prepare version", lambda run: publishing.prepare_version(run, plan)),
+        Stage("seeds", lambda run: steps.seeds(run, plan)),
+        Stage("snapshots", lambda run: steps.snapshots(run, plan)),
+        *(Stage(f"build {layer.name}", partial(steps.build_layer, stage=layer)) for layer in plan.layers),
+        Stage("docs", _docs),
+        # staged before the flip: live never points at a version whose state was not saved
+        Stage("save state", steps.save_state),
+        Stage("publish", lambda run: publishing.publish(run, plan)),
+        # also compares this run's model timings with their history (regressions, trends)
+        Stage("promote state", steps.promote_state),
+    ]
+    if run.blue_green and any(u.startswith("snapshot.") for layer in plan.layers for u in layer.nodes):
+        stages.append(Stage("snapshots of models", lambda run: steps.model_snapshots(run, plan)))  # of what was published
+    return stages
 
 
 def _journaled_plan(run: ProductionRun, make_plan) -> Plan:
     """The plan of the first attempt, so a flow retry builds the same nodes."""
-    saved = run.journal.data.get("plan")
-    if saved:
-        return Plan.from_json(saved)
+    if run.journal.plan:
+        return run.journal.plan
     plan = make_plan()
-    run.journal.data["plan"] = plan.to_json()
+    run.journal.plan = plan
     run.journal.save()
     return plan
 
@@ -228,9 +164,9 @@ def _report(report, docs_url: Optional[str] = None, manifest=None) -> None:
 
 
 def _run_book(run: ProductionRun) -> None:
-    dbt_deps(run)
+    evaluate(run, Stage("dbt deps", steps.dbt_deps))
     selection = parse_and_select(run)
-    source_freshness(run)
+    evaluate(run, Stage("source freshness", steps.source_freshness))
     if run.options.plan_only:
         run.report.outcome = plan_only_report(run, selection)
         return
@@ -238,19 +174,8 @@ def _run_book(run: ProductionRun) -> None:
     if plan.is_empty():
         run.report.outcome = "nothing to rebuild"
         return
-    source_tests(run)
-    prepare_version(run, plan)  # blue-green: record the version, clean up orphans, copy incremental models
-    seeds(run, plan)
-    snapshots(run, plan)
-    for stage in plan.layers:
-        build_layer(run, stage)
-    docs(run)
-    save_state(run)  # staged before the flip: live never points at a version whose state was not saved
-    outcome = publish(run, plan)
-    promote_state(run)  # also compares this run's model timings with their history (regressions, trends)
-    if run.blue_green and any(u.startswith("snapshot.") for stage in plan.layers for u in stage.nodes):
-        model_snapshots(run, plan)  # SCD history only of what was published
-    run.report.outcome = f"completed: {outcome}"
+    results = evaluate_all(run, build_and_publish(run, plan))
+    run.report.outcome = f"completed: {results['publish']}"
 
 
 def _docs_url(run: ProductionRun) -> Optional[str]:

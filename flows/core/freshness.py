@@ -294,7 +294,7 @@ def gate_state_files(run: "ProductionRun") -> dict[str, Path]:
     fingerprint_file = run.run_dir / FINGERPRINT_FILE
     fingerprint_file.write_text(json.dumps({"fingerprint": parse_fingerprint(run.live.parsed_manifest)}))
     signals = run.run_dir / SIGNALS_FILE
-    signals.write_text(json.dumps(run.journal.data.get("source_signals", {}), sort_keys=True))
+    signals.write_text(json.dumps(run.journal.source_signals, sort_keys=True))
     return {FINGERPRINT_FILE: fingerprint_file, SIGNALS_FILE: signals}
 
 
@@ -307,7 +307,7 @@ def _changed_undated_sources(run: "ProductionRun") -> set[str]:
     manifest = run.live.parsed_manifest
     undated = source_tables(manifest, sources_without_freshness(manifest))
     signals = read_signals(warehouse_for(run.environment), undated)
-    run.journal.data["source_signals"] = signals
+    run.journal.source_signals = signals
     run.report.undatable = sorted(t.name for t in undated if signals.get(t.unique_id) is None)
     if run.report.undatable:
         logger.info("%d source(s) configure no freshness and give no change signal, so what reads them is "

@@ -21,6 +21,7 @@ from blocks.profile import rendered_profile
 from blocks.query_tags import query_history_filter
 from flows.core.artifacts import RunReport
 from flows.core.dbt import DbtProject
+from flows.core.layers import Plan
 from flows.core.lock import PublishLock
 from flows.core.state_store import StateStore
 from flows.core.versions import VersionRegistry, new_version_id, versioned_schema
@@ -129,24 +130,32 @@ class RunOptions(BaseModel):
 
 @dataclass
 class Journal:
-    """Which steps of this flow run are done, so a flow retry re-runs only what failed."""
+    """What this flow run has done and decided, so a flow retry re-runs only what failed, with the
+    same version and the same plan. Written by the runbook's evaluator (flows/production.py) and the
+    stages that decide something once per run."""
 
     path: Path
-    done: list[str] = field(default_factory=list)
-    failed: Optional[str] = None
-    data: dict = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)  # steps completed, in order
+    failed: Optional[str] = None  # the step that failed last, which a retry resumes
+    version: Optional[str] = None  # blue-green: the version this run builds
+    plan: Optional[Plan] = None  # what the gate decided to build (a retry builds the same)
+    source_signals: dict[str, Any] = field(default_factory=dict)  # change signals read before the build
 
     @classmethod
     def load(cls, path: Path) -> "Journal":
-        if path.exists():
-            saved = json.loads(path.read_text())
-            return cls(path, saved["done"], saved["failed"], saved["data"])
-        return cls(path)
+        if not path.exists():
+            return cls(path)
+        saved = json.loads(path.read_text())
+        plan = saved.get("plan")
+        return cls(path, saved["done"], saved["failed"], saved.get("version"),
+                   Plan.from_json(plan) if plan else None, saved.get("source_signals") or {})
 
     def save(self) -> None:
         # Write-then-rename: a run killed mid-write leaves the previous journal, never a truncated one.
         partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"done": self.done, "failed": self.failed, "data": self.data}))
+        partial.write_text(json.dumps({
+            "done": self.done, "failed": self.failed, "version": self.version,
+            "plan": self.plan.to_json() if self.plan else None, "source_signals": self.source_signals}))
         partial.replace(self.path)
 
     def complete(self, step: str) -> None:
@@ -200,7 +209,7 @@ class ProductionRun:
 def blue_green_retry_must_start_over(store: StateStore, journal: Journal, environment: DbtEnvironment) -> bool:
     """A retry resumes its first attempt's version, unless that failed attempt dropped it (no
     retries were left then; an operator retried from the UI later): then it starts over, new version."""
-    version = journal.data.get("version")
+    version = journal.version
     if not (version and environment.blue_green.enabled):
         return False
     record = VersionRegistry(store).versions.get(version)
@@ -237,8 +246,8 @@ def open_run(options: RunOptions, run_id: str,
     # publish=False on a blue-green environment still builds into a version (kept, not flipped):
     # building in place would show BI readers a half-built, untested live schema.
     blue_green = environment.blue_green.enabled
-    version = journal.data.get("version") or (new_version_id(run_id) if blue_green else None)
-    journal.data["version"] = version
+    version = journal.version or (new_version_id(run_id) if blue_green else None)
+    journal.version = version
     journal.save()
 
     with ExitStack() as stack:

@@ -90,7 +90,7 @@ def journal(home: Path, flow_run_id, missing_ok: bool = False) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     assert missing_ok, f"no journal at {path}"
-    return {"done": [], "failed": None, "data": {}}
+    return {"done": [], "failed": None, "version": None, "plan": None, "source_signals": {}}
 
 
 # What a dbt command that did work leaves: build/run/test/seed/snapshot/retry/docs write

@@ -162,7 +162,7 @@ def test_sigkill_mid_layer_leaves_live_untouched(kill_home, tmp_path):
     after = snapshot(home)
     assert after["live"] == kill_home["before"]["live"] and after["views"] == kill_home["before"]["views"]
     assert after["live_id"] == kill_home["before"]["live_id"] and after["latest"] == kill_home["before"]["latest"]
-    version = journal(home, flow_run_id)["data"]["version"]
+    version = journal(home, flow_run_id)["version"]
     assert statuses(home)[version] == "building"
     assert f"main__{version}" in versioned_schemas(home)  # the orphan a later run must clean up
     lock = _lock(home)
@@ -175,7 +175,7 @@ def test_sigkill_between_audit_and_flip_leaves_live_untouched(kill_home, tmp_pat
     """Also: this run is not blocked by the stale lock of the run killed before it, and cleans up its orphan."""
     home, log = kill_home["home"], tmp_path / "killed-before-flip.log"
     (first,) = kill_home["killed"]
-    first_version = journal(home, first)["data"]["version"]
+    first_version = journal(home, first)["version"]
     process = start_production(home, log, prelude=pause_before("flip"))
     marker = wait_for(lambda: next(iter(home.glob("work/local/runs/*/paused-before-flip")), None),
                       timeout=600, what="the pause before the flip", process=process, log=log)
@@ -194,7 +194,7 @@ def test_sigkill_between_audit_and_flip_leaves_live_untouched(kill_home, tmp_pat
     first_record = next(v for v in versions if v["id"] == first_version)
     assert first_record["status"] == "failed" and "abandoned" in first_record["note"]
     assert not any(first_version in s for s in schemas(home)), "the first orphan's schema was not dropped"
-    version = journal(home, flow_run_id)["data"]["version"]
+    version = journal(home, flow_run_id)["version"]
     assert statuses(home)[version] == "ready"  # audited, never flipped
     done = journal(home, flow_run_id)["done"]
     assert "publish" not in done and "save state" in done  # state staged before the flip, never promoted
@@ -204,7 +204,7 @@ def test_sigkill_between_audit_and_flip_leaves_live_untouched(kill_home, tmp_pat
 def test_next_run_after_kills_works_and_cleans_up(kill_home):
     home = kill_home["home"]
     first, second = kill_home["killed"]
-    second_version = journal(home, second)["data"]["version"]
+    second_version = journal(home, second)["version"]
     orders_before = sql(home, "select count(*) from main.fct_orders")[0][0]
     # The second killed run's render swept the first's profile dir; its own is left for this run.
     assert not _profile_dirs(kill_home, kill_home["pids"][0]) and _profile_dirs(kill_home, kill_home["pids"][1])
@@ -216,7 +216,7 @@ def test_next_run_after_kills_works_and_cleans_up(kill_home):
     assert not any(second_version in s for s in schemas(home))
     assert flow_run_state(second).name == "Crashed" and flow_run_state(first).name == "Crashed"
     assert not (home / "state" / "local" / "publish.lock").exists()
-    assert registry(home)["live"] == journal(home, state.state_details.flow_run_id)["data"]["version"]
+    assert registry(home)["live"] == journal(home, state.state_details.flow_run_id)["version"]
     _live_is_whole(home)
     killed_profiles = [d for pid in kill_home["pids"] for d in _profile_dirs(kill_home, pid)]
     assert not killed_profiles, "the killed runs' profile dirs were left behind"
@@ -252,7 +252,7 @@ def test_state_store_failing_before_the_flip_leaves_live_untouched_then_after_it
         state = production_run(environment="local", return_state=True)
         failed_with(state, "state store for 'local' is not writable")
         assert journal(fresh_home, state.state_details.flow_run_id)["failed"] == "promote state"
-    version = journal(fresh_home, state.state_details.flow_run_id)["data"]["version"]
+    version = journal(fresh_home, state.state_details.flow_run_id)["version"]
     assert registry(fresh_home)["live"] == version and statuses(fresh_home)[version] == "published"
     assert sql(fresh_home, "select count(*) from main.fct_orders")[0][0] == \
         before["live"]["main.fct_orders"][1] + 10  # (kind, rows, hash, view SQL)
@@ -321,7 +321,7 @@ def test_prefect_api_unreachable_mid_run(fresh_home, tmp_path, prefect_server):
     assert "Outcome: completed: version" in output and "Encountered exception during execution: ConnectError" in output
 
     done = journal(fresh_home, run_dir.name)
-    version = done["data"]["version"]
+    version = done["version"]
     assert done["done"][-3:] == ["save state", "publish", "promote state"] and done["failed"] is None
     assert registry(fresh_home)["live"] == version and statuses(fresh_home)[version] == "published"
     _live_is_whole(fresh_home)  # the one flip happened entirely

@@ -1,10 +1,10 @@
-# Two commands for a fresh machine with Python 3.11+ and make: `make demo`, `make test`.
+# Commands for a fresh machine with Python 3.11+ and make: `make demo`, `make test`, `make ui`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo lint test bench clean
+.PHONY: install demo ui lint test bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: install
 	$(PY) -m flows.production --environment local
 	$(PY) dbt_project/landing/land.py --source orders --rows 25
 	$(PY) -m flows.production --environment local
+
+# A local Prefect server with the `local` environment's deployments, the example data and a worker;
+# prints the UI's URL. Ctrl-C stops all of it (deployments/ui.py). LAKEHOUSE_UI_PORT picks the port.
+ui: install
+	$(PY) -m deployments.ui
 
 # One worker per core, each with its own Prefect server; a test file stays on one worker,
 # so a module's chain of runs keeps its order.

@@ -1,10 +1,12 @@
 """Pull-request checks against production state, and the clean-up when the PR closes.
 
     slim_ci:        fetch base state → select state:modified+ → build and test it in <schema>_pr_<n>,
-                    unchanged parents deferred to the base environment → post what changed
+                    unchanged parents deferred to the base environment → diff the rebuilt models'
+                    data against the base's live relations → post what changed (artifact and
+                    a markdown file for the PR comment)
     drop_ci_schema: drop <schema>_pr_<n> and <schema>_pr_<n>_* (idempotent)
 
-`python -m flows.slim_ci --pr-number 7` runs the check; add `--drop` to clean up.
+`python -m flows.slim_ci --pr-number 7 --report-file comment.md` runs the check; add `--drop` to clean up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import inspect
 import json
 import shutil
 import sys
+from pathlib import Path
 from typing import Optional
 
 from prefect import flow, task
@@ -22,12 +25,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from pydantic import PositiveInt
 
-from blocks.environment import EnvironmentName, load_environment
+from blocks.environment import DbtEnvironment, EnvironmentName, load_environment
 from flows.core.artifacts import artifact_key
 from flows.core.cli import flow_parser, run_from_shell
 from flows.core.dbt import StepResult
+from flows.core.data_diff import DataDiff, diff_models
 from flows.core.slim_ci import (
-    CiPlan, CiReport, CiSession, ci_work_dir, open_ci, plan, pr_schemas, report_markdown, summarize,
+    CiPlan, CiReport, CiSession, ci_work_dir, diff_targets, open_ci, plan, pr_schemas, report_markdown, summarize,
 )
 from flows.core import steps
 from flows.core.warehouse import warehouse_for
@@ -69,16 +73,38 @@ def build_and_test(session: CiSession, ci_plan: CiPlan) -> StepResult:
     return session.project.run(ci_plan.command)
 
 
+@task(name="data diff", cache_policy=NO_CACHE)
+def data_diff(session: CiSession, report: CiReport, base_manifest: dict) -> DataDiff:
+    """Counts, and rows added/removed/changed where there is a key: aggregates in the warehouse."""
+    targets = diff_targets(session, report, base_manifest)
+    found = diff_models(warehouse_for(session.environment), targets)
+    get_run_logger().info("Data diff of %d rebuilt model(s) against %r in %.2f s.", len(found.models),
+                          session.base.name, found.seconds)
+    return found
+
+
+def report_file(environment: DbtEnvironment, pr_number: int) -> Path:
+    """Where the report's markdown is written for the PR comment (`--report-file` copies it)."""
+    return ci_work_dir(environment, pr_number) / "report.md"
+
+
 @task(name="post report", cache_policy=NO_CACHE)
 def post_report(session: CiSession, ci_plan: CiPlan, result: StepResult) -> CiReport:
     base_manifest = None
     if session.state_dir is not None:
         base_manifest = json.loads((session.state_dir / "manifest.json").read_text())
     report = summarize(session, ci_plan, result, base_manifest)
+    if base_manifest is not None:
+        report.data_diff = data_diff(session, report, base_manifest)
+    markdown = report_markdown(report)
     create_markdown_artifact(
-        report_markdown(report), key=artifact_key(session.environment.name, f"slim-ci-pr-{session.pr_number}"),
-        description=f"Slim CI of PR #{session.pr_number}: changed, built and deferred nodes with their tests",
+        markdown, key=artifact_key(session.environment.name, f"slim-ci-pr-{session.pr_number}"),
+        description=f"Slim CI of PR #{session.pr_number}: changed, built and deferred nodes with their tests "
+                    "and the data diff against the base environment",
     )
+    path = report_file(session.environment, session.pr_number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown + "\n")
     return report
 
 
@@ -139,6 +165,8 @@ def drop_ci_schema(pr_number: PositiveInt, environment: EnvironmentName = "stagi
 def build_parser() -> argparse.ArgumentParser:
     """slim_ci's parameters (flows/core/cli.py), and `--drop` to run drop_ci_schema with those it takes."""
     parser = flow_parser(slim_ci, prog="python -m flows.slim_ci", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report-file", type=Path, default=None, metavar="PATH",
+                        help="also write the report (with the data diff) here, as markdown for a PR comment")
     parser.add_argument("--drop", action="store_true", help="drop the PR's schemas instead (on PR close)")
     return parser
 
@@ -148,7 +176,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if parameters.pop("drop"):
         takes = inspect.signature(drop_ci_schema.fn).parameters
         return run_from_shell(drop_ci_schema, {k: v for k, v in parameters.items() if k in takes}, "drop_ci_schema")
-    return run_from_shell(slim_ci, parameters, "slim_ci")
+    wanted = parameters.pop("report_file")
+    written = report_file(load_environment(parameters["environment"]), parameters["pr_number"]) if wanted else None
+    if written is not None:
+        written.unlink(missing_ok=True)  # never post an earlier run's report
+    code = run_from_shell(slim_ci, parameters, "slim_ci")
+    if wanted is not None and written is not None and written.exists():  # a run refused before the build writes none
+        wanted.write_text(written.read_text())
+    return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ FLOW_OF = {  # deployment name -> flow name, as `prefect deploy` registers them
     "production-prod": "production-run", "production-staging": "production-run", "slim-ci": "slim-ci",
     "adhoc-prod": "adhoc-dbt", "adhoc-dev": "adhoc-dbt", "rollback-prod": "rollback",
     "prune-versions-prod": "prune-versions", "drop-ci-schema": "drop-ci-schema",
+    "production-local": "production-run", "adhoc-local": "adhoc-dbt", "rollback-local": "rollback",  # make ui
 }
 
 
@@ -119,6 +120,16 @@ def test_pull_steps_are_stored_unrendered(deployed):
     assert clone["prefect.deployments.steps.git_clone"]["repository"] == "{{ $LAKEHOUSE_REPO_URL }}"
     assert clone["prefect.deployments.steps.git_clone"]["branch"] == "{{ prefect.variables.lakehouse_branch }}"
     assert workdir["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ clone.directory }}"
+
+
+def test_local_deployments_run_the_checkout_and_schedule_nothing(deployed):
+    """`make ui`'s deployments: the worker's checkout (deployments/ui.py sets LAKEHOUSE_CHECKOUT), no clone."""
+    for name in ["production-local", "adhoc-local", "rollback-local"]:
+        (workdir,) = deployed[name].pull_steps
+        assert workdir["prefect.deployments.steps.set_working_directory"]["directory"] == "{{ $LAKEHOUSE_CHECKOUT }}"
+        assert deployed[name].parameters == {"environment": "local"}
+    (schedule,) = deployed["production-local"].schedules
+    assert schedule.slug == "nightly-local" and not schedule.active
 
 
 def test_redeploying_updates_in_place(deployed):

@@ -21,6 +21,7 @@ from conftest import relation_fingerprint
 BUNDLED_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 PR = 7
 CHANGED = "model.lakehouse.stg_customers"
+PAYMENTS_DAILY = "model.lakehouse.fct_payments_daily"
 PROD_SCHEMAS = "table_schema in ('main', 'main_finance', 'main_snapshots') or table_schema like 'main\\_\\_v%' escape '\\'"
 
 
@@ -49,6 +50,14 @@ def downstream_models(manifest: dict, start: str) -> set[str]:
     return seen
 
 
+def _edit(path: Path, *replacements: tuple[str, str]) -> None:
+    text = path.read_text()
+    for old, new in replacements:
+        assert old in text, f"{path.name} no longer contains {old!r}"
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+
+
 @pytest.fixture(scope="module")
 def prod_home(module_home):
     """One production run of the bundled project: live views, versioned schemas, saved state."""
@@ -59,12 +68,22 @@ def prod_home(module_home):
 
 @pytest.fixture(scope="module")
 def pr_run(prod_home, tmp_path_factory):
-    """PR #7 adds a column to stg_customers; its slim CI runs once for the tests below."""
+    """PR #7 changes three models; its slim CI runs once for the tests below.
+
+    stg_customers gets a column and renames customer 1 (one changed row, downstream in dim_customers
+    too); dim_customers_masked moves customer 2 to id 100002 (one row removed, one added);
+    fct_payments_daily (no key) gets a comment.
+    """
     project = tmp_path_factory.mktemp("pr") / "dbt_project"
     shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    model = project / "models" / "staging" / "stg_customers.sql"
-    model.write_text(model.read_text().replace(
-        "        _loaded_at\n", "        _loaded_at,\n        length(email) as email_length\n"))
+    models = project / "models"
+    _edit(models / "staging" / "stg_customers.sql",
+          ("        _loaded_at\n", "        _loaded_at,\n        length(email) as email_length\n"),
+          ("        first_name,\n", "        case when customer_id = 1 then first_name || ' (pr)' else first_name end"
+                                   " as first_name,\n"))
+    _edit(models / "marts" / "dim_customers_masked.sql",
+          ("    customer_id,\n", "    case when customer_id = 2 then 100002 else customer_id end as customer_id,\n"))
+    _edit(models / "marts" / "finance" / "fct_payments_daily.sql", ("with payments as", "/* PR 7 */ with payments as"))
     warehouse = prod_home / "warehouse.duckdb"
     # A stale copy of an unchanged parent, as an earlier push of the PR could leave:
     # --favor-state must still read prod's live relation, never this.
@@ -81,11 +100,11 @@ def pr_run(prod_home, tmp_path_factory):
 def test_builds_exactly_the_change_and_downstream(pr_run):
     built = {r["unique_id"] for r in pr_run["run_results"]["results"]
              if r["unique_id"].split(".")[0] in {"model", "seed", "snapshot"}}
-    assert built == downstream_models(pr_run["prod_manifest"], CHANGED)
-    assert built == {CHANGED, "model.lakehouse.dim_customers", "model.lakehouse.dim_customers_masked"}
+    assert built == downstream_models(pr_run["prod_manifest"], CHANGED) | {PAYMENTS_DAILY}
+    assert built == {CHANGED, "model.lakehouse.dim_customers", "model.lakehouse.dim_customers_masked", PAYMENTS_DAILY}
     assert {r["status"] for r in pr_run["run_results"]["results"]} <= {"success", "pass", "no-op"}  # no-op: the exposure
     assert any(r["unique_id"].startswith("test.") for r in pr_run["run_results"]["results"])
-    assert pr_run["outcome"].startswith("passed: 3 built")
+    assert pr_run["outcome"].startswith("passed: 4 built")
 
 
 def test_unchanged_parents_resolve_to_prod_live(pr_run):
@@ -108,18 +127,43 @@ def test_report_lists_changed_built_and_deferred(pr_run):
     artifact = Artifact.get(f"dbt-local-slim-ci-pr-{PR}")
     report = artifact.data
     changed, deferred = report.split("## Changed")[1].split("## Built downstream")[0], report.split("## Deferred")[1]
-    assert "stg_customers" in changed and "dim_customers" not in changed
-    assert "dim_customers_masked" in report.split("## Built downstream")[1].split("## Deferred")[0]
+    deferred = deferred.split("## Data diff")[0]
+    assert "| stg_customers |" in changed and "| dim_customers |" not in changed
+    assert "| dim_customers |" in report.split("## Built downstream")[1].split("## Deferred")[0]
     for parent, relation in [("int_customer_orders", '"main"."int_customer_orders"'),
                              ("country_codes", '"main"."country_codes"'), ("fct_orders", '"main"."fct_orders"')]:
         assert parent in deferred and relation in deferred
     assert "passed" in changed  # test results next to each model
 
 
+def _diff_rows(report: str) -> dict[str, list[str]]:
+    """The data diff table: model name → its cells."""
+    table = report.split("## Data diff against `local`")[1].split("\n## ")[0]
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in table.splitlines() if line.startswith("| ")]
+    return {cells[0]: cells[1:] for cells in rows[1:]}
+
+
+def test_data_diff_shows_added_removed_changed_and_counts_only_without_a_key(pr_run):
+    report = Artifact.get(f"dbt-local-slim-ci-pr-{PR}").data
+    rows = _diff_rows(report)
+    # rows in base, rows in PR, Δ, key, added, removed, changed, columns changed
+    customers = _sql(pr_run["warehouse"], "select count(*) from main.stg_customers")[0][0]
+    assert rows["stg_customers"] == [f"{customers:,}", f"{customers:,}", "+0", "`customer_id`", "0", "0", "1",
+                                     "`first_name` (1), `email_length` (new)"]
+    assert rows["dim_customers"] == [f"{customers:,}", f"{customers:,}", "+0", "`customer_id`", "0", "0", "1",
+                                     "`first_name` (1)"]
+    assert rows["dim_customers_masked"][3:] == ["`customer_id`", "1", "1", "0", "none"]
+    payments = _sql(pr_run["warehouse"], "select count(*) from main_finance.fct_payments_daily")[0][0]
+    assert rows["fct_payments_daily"][:4] == [f"{payments:,}", f"{payments:,}", "+0", "no key: counts only"]
+    # the same report, as the markdown file ci.yml posts as the PR comment
+    assert (ci_work_dir(builtin_local(), PR) / "report.md").read_text().strip() == report.strip()
+
+
 def test_drop_ci_schema_removes_only_the_pr_and_is_idempotent(pr_run, caplog):
     warehouse = pr_run["warehouse"]
-    # An earlier push built a finance model; PR #71 shares the digits but is another PR.
-    _sql(warehouse, "create schema main_pr_7_finance; create table main_pr_7_finance.fct_revenue as select 1 as x; "
+    # An earlier push built another finance model; PR #71 shares the digits but is another PR.
+    _sql(warehouse, "create schema if not exists main_pr_7_finance; "
+                    "create table main_pr_7_finance.fct_revenue as select 1 as x; "
                     "create schema main_pr_71; create table main_pr_71.keep_me as select 1 as x")
     assert drop_ci_schema(pr_number=PR, environment="local") == ["main_pr_7", "main_pr_7_finance"]
     left = schemas(warehouse)

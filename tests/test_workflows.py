@@ -84,6 +84,14 @@ def test_slim_ci_job_runs_after_tests_against_the_configured_prefect_api(ci):
     assert (args.pr_number, args.environment, args.base_environment, args.drop) == (12, "staging", "prod", False)
 
 
+def test_slim_ci_posts_its_report_file_as_a_pr_comment(ci):
+    job = ci["jobs"]["slim-ci"]
+    args = build_parser().parse_args(_flow_command(job))
+    [post] = [s for s in job["steps"] if "gh pr comment" in s.get("run", "")]
+    assert str(args.report_file) in post["run"] and "github.event_name == 'pull_request'" in post["if"]
+    assert "always()" in post["if"] and job["permissions"]["pull-requests"] == "write"
+
+
 def test_closing_a_pr_drops_its_schemas(ci):
     job = ci["jobs"]["drop-ci-schema"]
     assert "== 'closed'" in job["if"] and "needs" not in job

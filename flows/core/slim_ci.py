@@ -22,11 +22,12 @@ from blocks.local import local_paths
 from blocks.naming import checked_pr_number, is_pr_schema, pr_schema
 from blocks.profile import rendered_profile
 from flows.core.artifacts import failures_table, markdown_table
+from flows.core.data_diff import DataDiff, DiffTarget, diff_markdown, primary_key
 from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector
 from flows.core.layers import Graph
 from flows.core.run import project_folder
 from flows.core.state_store import StateStore
-from flows.core.warehouse import Warehouse
+from flows.core.warehouse import Relation, Warehouse
 from flows.errors import InputError
 
 NEVER_IN_CI = ["resource_type:snapshot"]
@@ -142,6 +143,7 @@ class CiReport:
     left_out: list[str]
     failures: list[NodeResult]
     seconds: float
+    data_diff: Optional[DataDiff] = None  # slim mode only: what changed in the rebuilt models' data
 
     def of_role(self, role: str) -> list[CiNode]:
         return [n for n in self.nodes if n.role == role]
@@ -219,6 +221,24 @@ def summarize(session: CiSession, ci_plan: CiPlan, result: StepResult, base_mani
                     result.failures, result.seconds)
 
 
+DIFFED_TYPES = {"model", "seed"}
+
+
+def diff_targets(session: CiSession, report: CiReport, base_manifest: Optional[dict]) -> list[DiffTarget]:
+    """Every model or seed the PR built that the base environment's state also has, with its key."""
+    manifest, base_nodes = session.project.parsed_manifest, (base_manifest or {}).get("nodes", {})
+    targets = []
+    for node in report.of_role("changed") + report.of_role("downstream"):
+        built, base = manifest.nodes.get(node.unique_id), base_nodes.get(node.unique_id)
+        if (built is None or base is None or node.resource_type not in DIFFED_TYPES
+                or node.status not in {"success", "pass"} or not base.get("relation_name")):
+            continue
+        targets.append(DiffTarget(node.name, Relation(built.schema, built.alias or built.name),
+                                  Relation(base["schema"], base.get("alias") or base["name"]),
+                                  primary_key(manifest, node.unique_id)))
+    return targets
+
+
 def _node_rows(nodes: list[CiNode]) -> list[list]:
     def tests(node: CiNode) -> str:
         passed = f"{node.tests_passed} passed" if node.tests_passed else ""
@@ -244,6 +264,8 @@ def report_markdown(report: CiReport) -> str:
     for title, role in sections:
         rows = report.of_role(role)
         parts.append(f"## {title}\n" + (markdown_table(headers, _node_rows(rows)) if rows else "_none_"))
+    if report.data_diff is not None:
+        parts.append(diff_markdown(report.data_diff, report.base))
     if report.left_out:
         parts.append("## Not run in CI\nSnapshots never run in CI" + (
             " (and with no base state, nothing that reads them can be built)" if report.mode == "full" else "")

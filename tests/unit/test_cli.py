@@ -78,4 +78,4 @@ def test_slim_ci_takes_its_flows_parameters_and_drop():
 
     parsed = vars(build_parser().parse_args(["--pr-number", "7", "--drop"]))
     assert parsed == {"pr_number": 7, "environment": "staging", "base_environment": "prod", "project_dir": None,
-                      "threads": None, "drop": True}
+                      "threads": None, "report_file": None, "drop": True}

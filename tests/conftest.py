@@ -248,3 +248,17 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"reliability outcomes: {details}")
     for name, value in _timings.items():
         terminalreporter.write_line(f"reliability timing: {name}: {value}")
+
+
+def chromium_or_skip() -> str:
+    """chromium on PATH (the rule of .ci/run and ci.yml). Without it a test is skipped on a developer's
+    machine, but fails in CI (CI=true), where a missing browser must not turn into a green run."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found is None:
+        reason = "chromium is not on PATH (`command -v chromium`): apt-get install -y chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true, so a browser test may not be skipped")
+        pytest.skip(reason)
+    return found

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from blocks.environment import BlueGreenSettings, DbtEnvironment
-from conftest import BUNDLED_PROJECT, artifacts_of, saved_block
+from conftest import BUNDLED_PROJECT, artifacts_of, chromium_or_skip, saved_block
 from flows.core.artifacts import artifact_key
 from flows.blue_green import list_versions, prune_versions, rollback
 from flows.core.state_store import StateStore
@@ -95,18 +95,17 @@ def test_kept_docs_name_live_relations_and_every_kept_page_opens_in_chromium(hom
         schema, name = key.split(".")
         assert documented[key].replace('"', "").endswith(f"{schema}.{name}"), documented[key]
     assert "__v" not in json.dumps(manifest["nodes"])  # no versioned name anywhere a reader could copy it
-    if not Path("/usr/bin/chromium").exists():  # as tests/test_browser.py: Debian's chromium drives the check
-        pytest.skip("/usr/bin/chromium is missing: the kept pages' names are checked, not opened in a browser")
+    chromium = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        browser = playwright.chromium.launch(executable_path=chromium, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"])
         try:
             for html in sorted(docs.glob("*.html")):
                 tab = browser.new_page()
                 errors: list = []
-                tab.on("pageerror", errors.append)
+                tab.on("pageerror", lambda error, seen=errors: seen.append(error))
                 tab.goto(html.as_uri())
                 tab.get_by_text("fct_orders").first.wait_for(timeout=60_000)  # the project tree rendered
                 assert not errors, errors

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from conftest import read_all
+from conftest import chromium_or_skip, read_all
 from test_deployments import REPO, deploy, read_deployment
 
 # One rule for "is chromium here", the one ci.yml and .ci/run use (`command -v chromium`).
@@ -32,14 +32,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(autouse=True)
 def chromium() -> str:
-    """chromium on PATH. Without it the test is skipped on a developer's machine, but fails in CI
-    (CI=true), where a missing browser must not turn into a green run that never opened the UI."""
-    if CHROMIUM is None:
-        reason = "chromium is not on PATH (`command -v chromium`): apt-get install -y chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true, so the browser test may not be skipped")
-        pytest.skip(reason)
-    return CHROMIUM
+    return chromium_or_skip()
 
 
 def _property(page, label: str):
@@ -148,8 +141,8 @@ def test_a_finished_runs_artifacts_show_the_timeline_picture_and_the_progress(pr
     from flows.core.artifacts import artifact_key
     from flows.production import production_run
 
-    # A small run (one model and what reads it) still has seeds, two layers and several threads.
-    state = production_run(environment="local", select=["stg_customers+"], generate_docs=False, return_state=True)
+    # A whole run of the bundled project: seeds, snapshots, three layers, several threads.
+    state = production_run(environment="local", generate_docs=False, return_state=True)
     assert state.is_completed(), state.message
     flow_run_id = state.state_details.flow_run_id
     by_key = {artifact.key: artifact for artifact in artifacts_of(flow_run_id)}

@@ -262,8 +262,14 @@ def model_snapshots(run: ProductionRun, plan: Plan) -> StepResult:
         return StepResult.skipped("snapshots of models", "publish=False: nothing was published")
     if not ids:
         return StepResult.skipped("snapshots of models", "no snapshots of models to take")
-    return _dbt_step(run, "snapshots of models", run.live, run.live.command(
+    result = _dbt_step(run, "snapshots of models", run.live, run.live.command(
         "snapshot", **_selecting(run, ids, "resource_type:snapshot")))
+    # Taken after the state's promotion: they join the run results it saved, so the state holds
+    # every node this run built (slim CI and the next gate read it).
+    merged = _merged_run_results(run, result).encode()
+    run.store.write(f"runs/{run.run_id}/run_results.json", merged)
+    run.store.write("latest/run_results.json", merged)
+    return result
 
 
 def docs(run: ProductionRun) -> StepResult:
@@ -311,9 +317,9 @@ def promote_state(run: ProductionRun) -> None:
     run.store.record_timings(timing_samples(run.report, checksums))
 
 
-def _merged_run_results(run: ProductionRun) -> str:
-    """All steps' results in one file, in dbt's own run_results schema, so `--state` can read it."""
-    steps = [r.run_results for r in run.report.results if r.run_results]
+def _merged_run_results(run: ProductionRun, *more: StepResult) -> str:
+    """All steps' results (and `more`'s) in one file, in dbt's own run_results schema, so `--state` can read it."""
+    steps = [r.run_results for r in (*run.report.results, *more) if r.run_results]
     if not steps:
         return json.dumps({"metadata": {"dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json"},
                            "results": [], "elapsed_time": 0, "args": {}})

@@ -306,7 +306,7 @@ def _changed_undated_sources(run: "ProductionRun") -> set[str]:
     logger = get_run_logger()
     manifest = run.live.parsed_manifest
     undated = source_tables(manifest, sources_without_freshness(manifest))
-    signals = read_signals(warehouse_for(run.environment), undated)
+    signals = read_signals(warehouse_for(run.environment, run.version), undated)
     run.journal.source_signals = signals
     run.report.undatable = sorted(t.name for t in undated if signals.get(t.unique_id) is None)
     if run.report.undatable:

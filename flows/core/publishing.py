@@ -40,7 +40,7 @@ def prepare_version(run: ProductionRun, plan: Plan) -> None:
     if not run.blue_green:
         return
     logger = get_run_logger()
-    warehouse = warehouse_for(run.environment)
+    warehouse = warehouse_for(run.environment, run.version)
     registry = VersionRegistry(run.store)
     base = run.environment.schema_name
     if run.version in registry.versions and run.resumed:
@@ -71,7 +71,7 @@ def publish(run: ProductionRun, plan: Plan) -> str:
         VersionRegistry(run.store).mark(run.version_id, "kept", "publish=False: built and tested, not published")
         return (f"publish=False: version {run.version} was built and tested and is kept unpublished "
                 f"(live unchanged; prune drops it in time)")
-    warehouse = warehouse_for(run.environment)
+    warehouse = warehouse_for(run.environment, run.version)
     registry = VersionRegistry(run.store)
     version = registry.versions[run.version_id]
     changes = published_relations(run.build.manifest, plan.nodes, run.environment.schema_name)
@@ -148,7 +148,7 @@ def discard_version(run: ProductionRun, reason: str) -> None:
             logger.warning("Version %s is live (the run failed after publishing it): it is kept.", run.version_id)
             return
         keep = run.options.keep_failed_version or retries_remaining()
-        warehouse = warehouse_for(run.environment)
+        warehouse = warehouse_for(run.environment, run.version)
         if version.status == "ready":
             restore_live(warehouse, registry, version)
         version.status, version.note = ("kept" if keep else "failed"), reason[:300]

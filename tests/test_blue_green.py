@@ -107,7 +107,7 @@ def test_kept_docs_name_live_relations_and_every_kept_page_opens_in_chromium(hom
                 errors: list = []
                 tab.on("pageerror", lambda error, seen=errors: seen.append(error))
                 tab.goto(html.as_uri())
-                tab.get_by_text("fct_orders").first.wait_for(timeout=60_000)  # the project tree rendered
+                tab.get_by_text("fct_orders").first.wait_for(state="attached", timeout=60_000)  # the project tree rendered (collapsed)
                 assert not errors, errors
         finally:
             browser.close()

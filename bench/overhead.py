@@ -11,6 +11,8 @@ everything. Variants alternate A/B/C per round so drifting machine load hits all
   single  the floor: `dbt deps` and then one plain `dbt build` of everything (no freshness, no docs)
   ours    `python -m flows.production --environment local --no-publish` (subprocess); on this
           blue-green environment it builds and tests a version and keeps it unpublished
+  unposted  ours with live progress posting nothing (bench/_unposted_run.py): ours − unposted is
+          what the progress artifacts cost
   runner  prefect-dbt's PrefectDbtRunner in a flow, one task run per node (subprocess)
 
 Wall time is launch to exit; peak RSS sums the process and all its descendants. The
@@ -40,7 +42,7 @@ import _report  # noqa: E402
 from generate_project import generate_project, write_profiles  # noqa: E402
 
 REPO = HERE.parent
-VARIANTS = ("plain", "single", "ours", "runner")
+VARIANTS = ("plain", "single", "ours", "unposted", "runner")
 
 
 @dataclass
@@ -125,18 +127,20 @@ class OverheadBench:
         return Sample("single", round_, seconds, peak, _count_results(target / "run_results.json"), load, ok,
                       self._startup(launched, target / "logs" / "dbt.log", None))
 
-    def ours(self, round_: int) -> Sample:
-        home = self._fresh(f"ours-{round_}")
-        log = self.logs / f"ours-{round_}.log"
-        argv = [sys.executable, "-m", "flows.production", "--environment", "local",
-                "--project-dir", str(self.project), "--no-publish"]
+    def ours(self, round_: int, variant: str = "ours", entry: tuple[str, ...] = ("-m", "flows.production")) -> Sample:
+        home = self._fresh(f"{variant}-{round_}")
+        log = self.logs / f"{variant}-{round_}.log"
+        argv = [sys.executable, *entry, "--environment", "local", "--project-dir", str(self.project), "--no-publish"]
         load = h.load_average()
         measured = h.run_measured(argv, {**self.env, "LAKEHOUSE_HOME": str(home)}, self.repo, log)
         merged = list((home / "work" / "local" / "runs").glob("*/run_results.json"))
         nodes = _count_results(merged[0]) if merged else 0
         dbt_log = home / "work" / "local" / "target" / "logs" / "dbt.log"
-        return Sample("ours", round_, measured.seconds, measured.peak_rss, nodes, load, measured.returncode == 0,
+        return Sample(variant, round_, measured.seconds, measured.peak_rss, nodes, load, measured.returncode == 0,
                       self._startup(measured.started_at, dbt_log, log))
+
+    def unposted(self, round_: int) -> Sample:
+        return self.ours(round_, "unposted", (str(HERE / "_unposted_run.py"),))
 
     def runner(self, round_: int) -> Sample:
         home = self._fresh(f"runner-{round_}")
@@ -180,6 +184,7 @@ def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namesp
         ["variant", "round", "launch → flow run begins", "flow begins → first dbt line",
          "flow begins → first node", "launch → first node"], startup_rows)
     counts = bench.summary["nodes"]
+    order = " / ".join(by_variant)
     command = f"python bench/overhead.py --nodes {args.nodes} --rounds {args.rounds}" + (
         f" --max-wait {args.max_wait:.0f}" if args.max_wait else "") + (
         f" --variants {args.variants}" if args.variants != ",".join(VARIANTS) else "") + (
@@ -192,7 +197,7 @@ Project: {counts['total']} nodes ({counts['model']} models, {counts['test']} tes
 {counts['seed']} seed, {counts['snapshot']} snapshots, {counts.get('unit_test', 0)} unit tests, and exposures, metrics,
 a semantic model, a saved query, an analysis and hooks, which dbt does not build); DuckDB, 4 threads; each round starts from an empty
 target dir and a fresh copy of the landed warehouse, so every variant parses fully and builds everything.
-Rounds alternate plain / single / ours / runner. `single` checks no freshness and writes no docs: it is
+Rounds alternate {order}. `unposted` is ours with live progress posting nothing. `single` checks no freshness and writes no docs: it is
 the floor a run of the same nodes cannot go below without skipping work.
 
 {main_table}
@@ -215,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     h.add_common_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here (default: a temp dir)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,single,ours,runner")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="before each sample, wait (up to --max-wait s) for the 1-min load to drop below this")
     parser.add_argument("--max-wait", type=float, default=0, help="seconds to wait for a quiet machine (0: never)")

@@ -87,6 +87,16 @@ class _FailedNodes:
         ))
 
 
+def _log(message: str) -> None:
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_logger, get_run_logger
+
+    try:
+        get_run_logger().info(message)
+    except MissingContextError:
+        get_logger(__name__).info(message)
+
+
 def _invoke(runner: Any, argv: list[str]) -> Any:
     if "dbt.adapters.duckdb" in sys.modules:  # loaded by the parse that precedes every command
         _cancel_skips_closed_duckdb_connections()
@@ -140,8 +150,12 @@ class DbtProject:
     """A dbt project bound to one rendered profile and one target path."""
 
     def __init__(self, project_dir: Path, profile: RenderedProfile, target_path: Path,
-                 vars: Optional[dict] = None, threads: Optional[int] = None, manifest: Optional[Manifest] = None):
+                 vars: Optional[dict] = None, threads: Optional[int] = None, manifest: Optional[Manifest] = None,
+                 schema_of: Optional["DbtProject"] = None):
+        """schema_of: a project of the same code, vars and target with only another schema (a blue-green
+        version of live): its parse is moved to this schema where that is exact (version_manifest.py)."""
         self.project_dir = Path(project_dir).resolve()
+        self.schema_of = schema_of
         self.profile = profile
         self.target_path = Path(target_path).resolve()
         self.target_path.mkdir(parents=True, exist_ok=True)
@@ -190,12 +204,30 @@ class DbtProject:
         manifest.json is not written here: a run with nothing to build never needs it.
         `as_state()` writes it for the commands and the state store that read it.
         """
+        if self.schema_of is not None:
+            derived = self._moved_parse(self.schema_of)
+            if derived is not None:
+                self.manifest, self._manifest_written = derived, False
+                return derived
         result = _invoke(dbtRunner(), self._argv(["parse", "--no-write-json"]))
         if not result.success or result.result is None:
             raise DbtCommandError(f"dbt parse failed: {result.exception or 'see the dbt log above'}")
         self.manifest = result.result
         self._manifest_written = False
         return self.manifest
+
+    def _moved_parse(self, other: "DbtProject") -> Optional[Manifest]:
+        from flows.core.version_manifest import MustParse, version_manifest
+
+        live = other.parsed_manifest
+        try:
+            derived = version_manifest(live, other.profile.schema, self.profile.schema, str(live.metadata.adapter_type))
+        except MustParse as reason:
+            _log(f"Parsing the project again for schema {self.profile.schema}: {reason}.")
+            return None
+        _log(f"Schema {self.profile.schema}: the parse of {other.profile.schema} moved there (dbt's default schema "
+             "macros, nothing reads the schema while parsing), no second parse.")
+        return derived
 
     def as_state(self, rewrite: bool = False) -> Path:
         """The target dir, with this project's manifest.json written, for `--state`/`--defer-state`.

@@ -261,7 +261,8 @@ def open_run(options: RunOptions, run_id: str,
             schema = versioned_schema(environment.schema_name, version)
             build_profile = stack.enter_context(rendered_profile(environment, project_dir, schema=schema,
                                                                  version=version))
-            build = DbtProject(project_dir, build_profile, run_dir / "target", options.vars, options.threads)
+            build = DbtProject(project_dir, build_profile, run_dir / "target", options.vars, options.threads,
+                               schema_of=live)
         _prune_run_dirs(work / "runs")
         yield ProductionRun(
             options=options, environment=environment, store=store, run_id=run_id, run_dir=run_dir,

@@ -1,9 +1,11 @@
-"""Alerts as code: applied idempotently, and a real failing deployment run posts ONE Slack message.
+"""Alerts as code: applied idempotently, and each alert reaches Slack ONCE for a real flow run.
 
 A local HTTP receiver stands in for Slack. The failing run is the real `adhoc-prod`
 deployment asked to run without `confirm_prod`, executed by a real process worker
 (`prefect worker start --run-once`) that clones a throw-away git copy of this
-checkout through the deployment's own pull steps.
+checkout through the deployment's own pull steps. The late run is a real `production-prod`
+run no worker picks up; the lost run is a flow process killed after its first heartbeat.
+The two proactive automations (late, lost) are applied as shipped but for their wait.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import shutil
 import subprocess
 import sys
 import threading
+import textwrap
 import time
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,9 +26,14 @@ import pytest
 import yaml
 
 from deployments import automations
-from test_deployments import REPO, deploy
+from reliability.helpers import wait_for
+from test_deployments import REPO, deploy, read_deployment
 
-MESSAGE_TIMEOUT = 60
+MESSAGE_TIMEOUT = 120  # s, for the first message; the proactive ones come a window after their cause
+DUPLICATE_GRACE = 3  # s: a duplicate would arrive right behind the first message
+# The wait of the late and lost automations in these tests instead of 30 min and 180 s. Prefect's
+# floor for a proactive trigger is 10 s; a little more, for minutes are converted through a float.
+SHORT_WINDOW_SECONDS = 12
 
 
 @pytest.fixture
@@ -58,6 +67,35 @@ def slack_block(prefect_server, slack_receiver):
     name = automations.load().slack_webhook_block
     SlackWebhook(url=url).save(name, overwrite=True)
     return received
+
+
+def the_one_slack_message_naming(received: list[str], needle: str) -> str:
+    """The Slack message naming `needle`, which must be the only one: waits for it, then a little
+    longer so that a duplicate sent right behind it is counted too."""
+    wait_for(lambda: any(needle in body for body in received), timeout=MESSAGE_TIMEOUT,
+             what=f"a Slack message naming {needle}", interval=1)
+    time.sleep(DUPLICATE_GRACE)
+    mine = [body for body in received if needle in body]
+    assert len(mine) == 1, mine
+    return mine[0]
+
+
+@contextmanager
+def shipped_automations_with_window(seconds: float):
+    """The automations of deployments/automations.yaml, loaded and applied by the product's own code,
+    with only the wait of the proactive ones (late, lost) cut to `seconds`; on exit the shipped ones
+    are applied again, so that later tests on this server meet what production has."""
+    shipped = automations.load()
+    window = {"run-late": {"late_for_minutes": seconds / 60}, "run-lost": {"no_heartbeat_for_seconds": seconds}}
+    # model_copy does not validate: the file's floors (1 minute, 60 s) keep production from
+    # alerting on noise; they are not needed to see the automations fire.
+    shortened = shipped.model_copy(update={"automations": [
+        alert.model_copy(update=window.get(alert.when, {})) for alert in shipped.automations]})
+    automations.apply(shortened)
+    try:
+        yield shortened
+    finally:
+        automations.apply(shipped)
 
 
 @pytest.fixture
@@ -184,17 +222,9 @@ def test_failing_run_posts_exactly_one_slack_message(slack_block, git_checkout, 
     assert state.is_failed(), f"{state!r}\n{worker.stdout[-3000:]}\n{worker.stderr[-3000:]}"
     assert "confirm_prod=True" in state.message
 
-    deadline = time.monotonic() + MESSAGE_TIMEOUT
-    mine = []
-    while time.monotonic() < deadline and not mine:
-        time.sleep(1)
-        mine = [body for body in slack_block if flow_run.name in body]
-    assert mine, f"no Slack message for {flow_run.name} within {MESSAGE_TIMEOUT}s; received: {slack_block}"
-    time.sleep(3)  # a duplicate would arrive right behind the first
-    mine = [body for body in slack_block if flow_run.name in body]
-    assert len(mine) == 1, mine
-    assert "adhoc-prod" in mine[0] and "Failed" in mine[0] and "confirm_prod=True" in mine[0]
-    assert f"/runs/flow-run/{flow_run.id}" in mine[0]
+    message = the_one_slack_message_naming(slack_block, flow_run.name)
+    assert "adhoc-prod" in message and "Failed" in message and "confirm_prod=True" in message
+    assert f"/runs/flow-run/{flow_run.id}" in message
 
     # A run that timed out reaches on-call too: the engine ends a flow past its timeout in a Failed
     # state named TimedOut, whose event (prefect.flow-run.TimedOut) the same automation expects.
@@ -210,10 +240,86 @@ def test_failing_run_posts_exactly_one_slack_message(slack_block, git_checkout, 
             state=Scheduled(scheduled_time=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)))
         client.set_flow_run_state(timed_out.id, Failed(name="TimedOut", message="Flow run exceeded timeout of 1.0 second(s)"),
                                   force=True)
-    deadline = time.monotonic() + MESSAGE_TIMEOUT
-    alerts = []
-    while time.monotonic() < deadline and not alerts:
-        time.sleep(1)
-        alerts = [body for body in slack_block if timed_out.name in body]
-    assert alerts, f"no Slack message for the timed-out run {timed_out.name}; received: {slack_block}"
-    assert "TimedOut" in alerts[0] and "exceeded timeout" in alerts[0] and "adhoc-prod" in alerts[0]
+    alert = the_one_slack_message_naming(slack_block, timed_out.name)
+    assert "TimedOut" in alert and "exceeded timeout" in alert and "adhoc-prod" in alert
+
+
+def test_a_production_run_no_worker_picks_up_posts_exactly_one_late_alert(slack_block):
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    deploy("production-prod")
+    deployment = read_deployment("production-prod")
+    with shipped_automations_with_window(SHORT_WINDOW_SECONDS), get_client(sync_client=True) as client:
+        # Due a while ago, and no worker polls the pool during this test: the server's late-runs
+        # service marks it Late (runs past due by PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS,
+        # 15 s by default, every 5 s), and then nothing picks it up.
+        late = client.create_flow_run_from_deployment(deployment.id, state=Scheduled(
+            scheduled_time=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)))
+        try:
+            message = the_one_slack_message_naming(slack_block, late.name)
+            assert client.read_flow_run(late.id).state.name == "Late"
+        finally:
+            client.delete_flow_run(late.id)  # never to be picked up by a later test's worker
+    assert "production-prod" in message and "has not started" in message, message
+    assert "lakehouse-process" in message and f"/runs/flow-run/{late.id}" in message, message
+
+
+# A lakehouse flow run whose host is lost: a plain process, with no worker or runner that would
+# notice it exit and report the crash itself. It says which flow run it is, then waits to be killed.
+FLOW_UNTIL_KILLED = textwrap.dedent("""
+    import time
+    from prefect import flow, runtime, tags
+
+    @flow(name="lakehouse-until-killed")
+    def until_killed():
+        print(f"flow-run-id={runtime.flow_run.id}", flush=True)
+        time.sleep(3600)
+
+    with tags("lakehouse"):  # as a lakehouse deployment's runs are tagged (prefect.yaml)
+        until_killed()
+""")
+
+
+def heartbeats_of(flow_run_id: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_events(EventFilter(
+            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"])), limit=1).total
+
+
+def test_a_killed_run_is_marked_crashed_for_its_missing_heartbeats_and_one_crash_alert_is_posted(
+        slack_block, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    pool = yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["work_pools"]["lakehouse"]
+    frequency = pool["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]  # as the pool's runs beat
+    log = tmp_path / "until-killed.log"
+    with shipped_automations_with_window(SHORT_WINDOW_SECONDS), log.open("w") as errors:
+        process = subprocess.Popen([sys.executable, "-c", FLOW_UNTIL_KILLED],
+                                   env={**os.environ, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": frequency},
+                                   stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            line = process.stdout.readline()
+            assert line.startswith("flow-run-id="), f"{line!r}\n{log.read_text()[-3000:]}"
+            flow_run_id = line.strip().removeprefix("flow-run-id=")
+            # The first heartbeat is sent as the flow starts; once the server has it, the
+            # automation's clock for this run is running.
+            wait_for(lambda: heartbeats_of(flow_run_id), timeout=MESSAGE_TIMEOUT, what="the first heartbeat",
+                     process=process, log=log, interval=0.5)
+        finally:
+            process.kill()  # SIGKILL: no engine hook, no final state, no last word
+            process.wait()
+            process.stdout.close()
+        with get_client(sync_client=True) as client:
+            crashed = wait_for(lambda: (run := client.read_flow_run(flow_run_id)).state.is_crashed() and run,
+                               timeout=MESSAGE_TIMEOUT, what="the automation to mark the run Crashed", interval=1)
+        # The automation's own message: it, not a worker or the engine, marked the run Crashed.
+        assert crashed.state.message.startswith(f"No heartbeat for {SHORT_WINDOW_SECONDS} s"), crashed.state
+        message = the_one_slack_message_naming(slack_block, crashed.name)
+    assert "Crashed" in message and "No heartbeat for" in message, message

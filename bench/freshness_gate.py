@@ -133,9 +133,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     h.add_common_arguments(parser)
     parser.add_argument("--modes", default="publish", help="comma-separated: publish, no-publish")
     parser.add_argument("--source", default=None, help="source table to make fresher (default: the last one)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep generated files and logs here")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     runs: list[GateRun] = []
     try:
         summary = generate_project(args.nodes, workdir / "project", workdir / "template" / "warehouse.duckdb")
@@ -158,9 +160,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {args.out}")
         return 0 if all(r.ok for r in runs) else 1
     finally:
-        if runs and all(r.ok for r in runs):
+        if args.workdir is None and runs and all(r.ok for r in runs):
             shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        elif args.workdir is None:
             print(f"kept {workdir} for its logs", file=sys.stderr)
 
 

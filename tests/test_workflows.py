@@ -132,13 +132,16 @@ def test_deploy_provides_every_secret_the_block_registry_names(deploy):
 
 def test_slim_ci_caches_the_partial_parse_where_the_flow_keeps_it(ci, monkeypatch):
     from blocks.environment import DbtEnvironment
-    from flows.core.slim_ci import ci_work_dir
+    from flows.core.slim_ci import PARSE_TARGET, PARTIAL_PARSE, ci_work_dir
 
     [cache] = [s for s in ci["jobs"]["slim-ci"]["steps"] if s.get("uses", "").startswith("actions/cache@")]
     staging = DbtEnvironment(adapter="databricks", schema_name="analytics")
     staging._block_document_name = "staging"
     monkeypatch.delenv("LAKEHOUSE_HOME", raising=False)  # CI runs with the default .lakehouse in the checkout
     monkeypatch.chdir(REPO)
-    expected = (ci_work_dir(staging, 12) / "target" / "partial_parse.msgpack").relative_to(REPO)
+    expected = (ci_work_dir(staging, 12) / PARSE_TARGET / PARTIAL_PARSE).relative_to(REPO)
     assert cache["with"]["path"].replace("${{ github.event.pull_request.number }}", "12") == str(expected)
     assert "pull_request.number" in cache["with"]["key"] and "github.sha" in cache["with"]["key"]
+    # a first push starts from another PR's parse: it is of the same (staging) schema
+    assert cache["with"]["restore-keys"].splitlines() == [
+        "slim-ci-parse-pr-${{ github.event.pull_request.number }}-", "slim-ci-parse-pr-"]

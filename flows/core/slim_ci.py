@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Optional
+
+from prefect.logging import get_logger
 
 from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment
 from blocks.local import local_paths
@@ -25,6 +27,7 @@ from flows.core.artifacts import failures_table, markdown_table
 from flows.core.data_diff import DataDiff, DiffTarget, diff_markdown, primary_key
 from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector
 from flows.core.layers import Graph
+from flows.core.version_manifest import MustParse, check_project_files
 from flows.core.run import project_folder
 from flows.core.state_store import StateStore
 from flows.core.warehouse import Relation, Warehouse
@@ -84,9 +87,48 @@ def open_ci(pr_number: int, environment: str, base_environment: str, project_dir
     found = StateStore.for_environment(base).fetch_latest(state_dir)
     if found:
         _check_base_adapter(state_dir, env, base)
-    with rendered_profile(env, project_path.resolve(), schema=schema) as profile:
-        project = DbtProject(project_path, profile, work / "target", threads=threads)
+    with ExitStack() as stack:
+        profile = stack.enter_context(rendered_profile(env, project_path.resolve(), schema=schema))
+        parsed_for = _environment_parse(stack, env, project_path, work, threads)
+        project = DbtProject(project_path, profile, work / "target", threads=threads, schema_of=parsed_for)
         yield CiSession(pr_number, env, base, project, schema, state_dir if found else None)
+
+
+def _environment_parse(stack: ExitStack, env: DbtEnvironment, project_path: Path, work: Path,
+                       threads: Optional[int]) -> Optional[DbtProject]:
+    """The PR's code parsed for the environment's own schema, which the PR's schema is then moved
+    from (version_manifest.py), or None where that cannot be exact.
+
+    A PR's profile names the PR's schema, so dbt cannot partially parse its first push from any
+    earlier parse; for the environment's schema it can: from another PR's parse, or production's
+    on this machine. ci.yml caches it across pull requests."""
+    try:
+        check_project_files(project_path)
+    except MustParse as reason:
+        get_logger(__name__).info("The PR is parsed for its own schema: %s.", reason)
+        return None
+    profile = stack.enter_context(rendered_profile(env, project_path.resolve()))
+    target = work / PARSE_TARGET
+    _seed_partial_parse(target, env)
+    return DbtProject(project_path, profile, target, threads=threads)
+
+
+PARTIAL_PARSE = "partial_parse.msgpack"
+PARSE_TARGET = "parse-target"  # in a PR's work dir: the target of its parse for the environment's schema
+
+
+def _seed_partial_parse(target: Path, env: DbtEnvironment) -> None:
+    """Give a PR's first parse the newest parse of the environment's schema on this machine. dbt
+    checks it (profile, vars, versions, files) and parses in full where it does not match."""
+    if (target / PARTIAL_PARSE).exists():
+        return
+    environment_work = local_paths().work / env.name
+    candidates = [environment_work / "target" / PARTIAL_PARSE,
+                  *(environment_work / "ci").glob(f"pr_*/{PARSE_TARGET}/{PARTIAL_PARSE}")]
+    found = [path for path in candidates if path.is_file()]
+    if found:
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(max(found, key=lambda path: path.stat().st_mtime), target / PARTIAL_PARSE)
 
 
 @dataclass

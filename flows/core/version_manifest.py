@@ -102,9 +102,32 @@ def _check_parse_does_not_read_the_schema(manifest: Manifest, adapter_type: str)
         if macro.package_name not in internal and macro.name.split("__")[-1] in SCHEMA_MACROS:
             raise MustParse(f"{macro.package_name} defines {macro.name} ({macro.original_file_path})")
     for path in _user_files(manifest, internal):
-        for block in JINJA.findall(path.read_text(errors="replace")):
-            if READS_TARGET_SCHEMA.search(block):
-                raise MustParse(f"{path} reads the target at parse time: {' '.join(block.split())[:120]}")
+        _check_text(path)
+
+
+def _check_text(path: Path) -> None:
+    for block in JINJA.findall(path.read_text(errors="replace")):
+        if READS_TARGET_SCHEMA.search(block):
+            raise MustParse(f"{path} reads the target at parse time: {' '.join(block.split())[:120]}")
+
+
+SCHEMA_MACRO_DEFINITION = re.compile(r"{%-?\s*macro\s+(\w+__)?generate_(schema|alias|database)_name\b")
+PROJECT_TEXT = {".sql", ".yml", ".yaml", ".md"}
+NOT_PROJECT = {"target", "logs", "node_modules", "venv"}  # dbt's output, and what a repository may hold beside
+
+
+def check_project_files(project_dir: Path) -> None:
+    """The same rules on the files alone, before any parse (raises MustParse): whether a parse for
+    another schema can be moved at all, so a project that must be parsed for its own schema is not
+    parsed twice. The manifest check still decides."""
+    for path in project_dir.rglob("*"):
+        folders = path.relative_to(project_dir).parts[:-1]
+        if path.suffix not in PROJECT_TEXT or any(part.startswith(".") or part in NOT_PROJECT for part in folders) \
+                or not path.is_file():
+            continue
+        if path.suffix == ".sql" and SCHEMA_MACRO_DEFINITION.search(path.read_text(errors="replace")):
+            raise MustParse(f"{path} defines a schema, alias or database name macro")
+        _check_text(path)
 
 
 def _user_files(manifest: Manifest, internal: set[str]) -> Iterable[Path]:

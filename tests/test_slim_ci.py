@@ -1,5 +1,6 @@
 """Slim CI on DuckDB against a real production run: only what changed is built, parents come
-from prod through defer, prod is untouched, and a closed PR leaves nothing behind."""
+from prod through defer, prod is untouched, and a closed PR leaves nothing behind; the same from a
+CI environment of its own (schema, state store) against prod as the base."""
 
 from __future__ import annotations
 
@@ -11,28 +12,24 @@ from pathlib import Path
 import duckdb
 import pytest
 from prefect.artifacts import Artifact
+from prefect.filesystems import RemoteFileSystem
 
 from flows.core.slim_ci import ci_work_dir, is_pr_schema, pr_schema
 from flows.production import production_run
 from flows.slim_ci import build_parser, drop_ci_schema, slim_ci
-from blocks.environment import builtin_local
-from conftest import relation_fingerprint
+from blocks.environment import DbtEnvironment, builtin_local, load_environment
+from conftest import saved_block
+from reliability.helpers import prod_data
 
 BUNDLED_PROJECT = Path(__file__).resolve().parents[1] / "dbt_project"
 PR = 7
 CHANGED = "model.lakehouse.stg_customers"
 PAYMENTS_DAILY = "model.lakehouse.fct_payments_daily"
-PROD_SCHEMAS = "table_schema in ('main', 'main_finance', 'main_snapshots') or table_schema like 'main\\_\\_v%' escape '\\'"
 
 
 def _sql(warehouse: Path, statement: str) -> list[tuple]:
     with duckdb.connect(str(warehouse)) as connection:
         return connection.execute(statement).fetchall()
-
-
-def prod_fingerprint(warehouse: Path) -> dict[str, tuple]:
-    """Every prod relation (live, snapshots, versions): its kind, row count, a hash of its rows and, for views, their SQL."""
-    return relation_fingerprint(warehouse, PROD_SCHEMAS)
 
 
 def schemas(warehouse: Path) -> set[str]:
@@ -89,10 +86,10 @@ def pr_run(prod_home, tmp_path_factory):
     # --favor-state must still read prod's live relation, never this.
     _sql(warehouse, f"create schema {pr_schema('main', PR)}; "
                     f"create table {pr_schema('main', PR)}.int_customer_orders as select 1 as stale")
-    before = prod_fingerprint(warehouse)
+    before = prod_data(prod_home)
     outcome = slim_ci(pr_number=PR, environment="local", base_environment="local", project_dir=str(project))
     target = ci_work_dir(builtin_local(), PR) / "target"
-    return {"outcome": outcome, "before": before, "after": prod_fingerprint(warehouse), "target": target,
+    return {"outcome": outcome, "before": before, "after": prod_data(prod_home), "target": target, "home": prod_home,
             "warehouse": warehouse, "run_results": json.loads((target / "run_results.json").read_text()),
             "prod_manifest": json.loads((prod_home / "state" / "local" / "latest" / "manifest.json").read_text())}
 
@@ -116,6 +113,25 @@ def test_unchanged_parents_resolve_to_prod_live(pr_run):
                                   "where table_schema = 'main_pr_7' and table_name = 'stg_customers'")}
     assert "email_length" in columns
     assert "main_pr_7_snapshots" not in schemas(pr_run["warehouse"])  # snapshots never run in CI
+
+
+def tables(warehouse: Path, schema: str) -> dict[str, str]:
+    """The relations of one schema: name → table_type."""
+    return dict(_sql(warehouse, "select table_name, table_type from information_schema.tables "
+                                f"where table_schema = '{schema}'"))
+
+
+def test_a_changed_custom_schema_model_is_built_into_the_prs_custom_schema(pr_run):
+    # fct_payments_daily has `+schema: finance` (prod: main_finance): the PR builds it into main_pr_7_finance.
+    warehouse = pr_run["warehouse"]
+    result = next(r for r in pr_run["run_results"]["results"] if r["unique_id"] == PAYMENTS_DAILY)
+    assert result["relation_name"].endswith('"main_pr_7_finance"."fct_payments_daily"')
+    assert tables(warehouse, "main_pr_7_finance") == {"fct_payments_daily": "BASE TABLE"}
+    assert "fct_payments_daily" not in tables(warehouse, "main_pr_7")
+    assert {s for s in schemas(warehouse) if is_pr_schema(s, "main", PR)} == {"main_pr_7", "main_pr_7_finance"}
+    # Prod's is still the production run's view onto its version (test_prod_is_untouched: every prod relation).
+    assert pr_run["after"]["main_finance.fct_payments_daily"] == pr_run["before"]["main_finance.fct_payments_daily"]
+    assert pr_run["before"]["main_finance.fct_payments_daily"][0] == "VIEW"
 
 
 def test_prod_is_untouched(pr_run):
@@ -169,10 +185,109 @@ def test_drop_ci_schema_removes_only_the_pr_and_is_idempotent(pr_run, caplog):
     left = schemas(warehouse)
     assert not {s for s in left if is_pr_schema(s, "main", PR)}
     assert "main_pr_71" in left
-    assert prod_fingerprint(warehouse) == pr_run["before"]
+    assert prod_data(pr_run["home"]) == pr_run["before"]
     with caplog.at_level(logging.INFO, logger="prefect"):
         assert drop_ci_schema(pr_number=PR, environment="local") == []
     assert "nothing to drop" in caplog.text
+
+
+CI_PR = 11
+HISTORY = "model.lakehouse.dim_customers_history"
+SNAPSHOT = "snapshot.lakehouse.snap_customers"
+
+
+def _state_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def separate_base_run(prod_home, tmp_path_factory):
+    """PR #11 checked on an environment of its own, `staging` (schema `ci`, its own state store, the same
+    DuckDB file as a Databricks staging catalog shares prod's metastore), against `local` as the base.
+
+    It changes fct_payments_daily (custom schema finance), dim_customers_history (reads the snapshot)
+    and the snapshot's config. `staging`'s own live schemas hold decoys of those relations, with one
+    row each, so reading or comparing against them instead of the base's shows up.
+    """
+    project = tmp_path_factory.mktemp("pr-11") / "dbt_project"
+    shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    _edit(project / "models" / "marts" / "finance" / "fct_payments_daily.sql", ("with payments as", "/* PR 11 */ with payments as"))
+    _edit(project / "models" / "marts" / "dim_customers_history.sql", ("with snapshot as", "/* PR 11 */ with snapshot as"))
+    _edit(project / "snapshots" / "snap_customers.yml", ("      strategy: timestamp\n", "      strategy: timestamp\n      meta: {pr: 11}\n"))
+    warehouse = prod_home / "warehouse.duckdb"
+    _sql(warehouse, "create schema ci; create schema ci_finance; create schema ci_snapshots; "
+                    "create table ci_finance.fct_payments_daily as select * from main_finance.fct_payments_daily limit 1; "
+                    "create table ci_snapshots.snap_customers as select * from main_snapshots.snap_customers limit 1; "
+                    "create table ci.stg_payments as select * from main.stg_payments limit 1")
+    # Prefect refuses file:// for a RemoteFileSystem; fsspec's in-process memory filesystem stands in for s3://.
+    own_store, base_store = RemoteFileSystem(basepath=f"memory://staging-state-{CI_PR}"), prod_home / "state"
+    staging = DbtEnvironment(adapter="duckdb", schema_name="ci", duckdb_path=str(warehouse), state_store=own_store)
+    before = {"prod": prod_data(prod_home), "base_state": _state_files(base_store), "schemas": schemas(warehouse)}
+    with saved_block(staging, "staging"):
+        outcome = slim_ci(pr_number=CI_PR, environment="staging", base_environment="local", project_dir=str(project))
+        target = ci_work_dir(load_environment("staging"), CI_PR) / "target"
+    yield {"outcome": outcome, "before": before, "target": target, "warehouse": warehouse, "own_store": own_store,
+           "after": {"prod": prod_data(prod_home), "base_state": _state_files(base_store), "schemas": schemas(warehouse)},
+           "run_results": json.loads((target / "run_results.json").read_text()),
+           "report": Artifact.get(f"dbt-staging-slim-ci-pr-{CI_PR}").data}
+    _sql(warehouse, "drop schema ci cascade; drop schema ci_finance cascade; drop schema ci_snapshots cascade")
+
+
+def test_a_separate_base_environment_is_compared_and_deferred_to(separate_base_run):
+    run = separate_base_run
+    built = {r["unique_id"] for r in run["run_results"]["results"]
+             if r["unique_id"].split(".")[0] in {"model", "seed", "snapshot"}}
+    # Exactly the change: the base's state was compared (staging's own store is empty: that would be a full build).
+    assert built == {PAYMENTS_DAILY, HISTORY}
+    assert run["outcome"].startswith("passed: 2 built") and run["outcome"].endswith("in ci_pr_11")
+    assert not run["own_store"].filesystem.find(run["own_store"].basepath)
+    compiled = (run["target"] / "compiled" / "lakehouse" / "models" / "marts" / "finance" / "fct_payments_daily.sql").read_text()
+    assert '"main"."stg_payments"' in compiled and '"main"."fct_orders"' in compiled  # the base's live views
+    assert '"ci".' not in compiled
+    assert tables(run["warehouse"], "ci_pr_11_finance") == {"fct_payments_daily": "BASE TABLE"}
+    assert tables(run["warehouse"], "ci_pr_11") == {"dim_customers_history": "BASE TABLE"}
+    # The data diff compares with the base's live relations, not staging's one-row decoys.
+    table = run["report"].split("## Data diff against `local`")[1].split("\n## ")[0]
+    payments = _sql(run["warehouse"], "select count(*) from main_finance.fct_payments_daily")[0][0]
+    assert f"| fct_payments_daily | {payments:,} | {payments:,} | +0 |" in table
+    assert payments > 1
+
+
+def test_a_separate_base_environment_is_untouched(separate_base_run):
+    run = separate_base_run
+    assert run["before"]["prod"] and run["before"]["base_state"]
+    assert run["after"]["prod"] == run["before"]["prod"]
+    assert run["after"]["base_state"] == run["before"]["base_state"]  # every file of the base's state store
+    created = run["after"]["schemas"] - run["before"]["schemas"]
+    assert created == {"ci_pr_11", "ci_pr_11_finance"} and run["after"]["schemas"] >= run["before"]["schemas"]
+
+
+def test_a_ref_to_a_snapshot_resolves_to_the_base_snapshot(separate_base_run):
+    run = separate_base_run
+    compiled = (run["target"] / "compiled" / "lakehouse" / "models" / "marts" / "dim_customers_history.sql").read_text()
+    assert '"main_snapshots"."snap_customers"' in compiled
+    assert '"ci_snapshots"' not in compiled and "_pr_11" not in compiled
+    # The snapshot changed in the PR, yet it was not run: nothing of it in the PR's schemas.
+    assert SNAPSHOT not in {r["unique_id"] for r in run["run_results"]["results"]}
+    assert f"`{SNAPSHOT}`" in run["report"].split("## Not run in CI")[1]
+    assert '| snap_customers | snapshot | deferred | — | `"warehouse"."main_snapshots"."snap_customers"` |' in run["report"]
+    assert not any("snap_customers" in tables(run["warehouse"], s) for s in run["after"]["schemas"]
+                   if is_pr_schema(s, "ci", CI_PR))
+    # Built from prod's full history (not the decoy's one row): the same rows as prod's.
+    assert _sql(run["warehouse"], "select count(*) from (select * from ci_pr_11.dim_customers_history "
+                                  "except select * from main.dim_customers_history)") == [(0,)]
+    history = _sql(run["warehouse"], "select count(*) from main.dim_customers_history")[0][0]
+    assert _sql(run["warehouse"], "select count(*) from ci_pr_11.dim_customers_history")[0][0] == history > 1
+
+
+def test_a_duckdb_base_in_another_file_is_refused_before_any_work(lakehouse_home, tmp_path):
+    # Deferred refs name the base's relations by the DuckDB file's name: another file cannot serve them.
+    elsewhere = DbtEnvironment(adapter="duckdb", schema_name="ci", duckdb_path=str(tmp_path / "warehouse.duckdb"))
+    with saved_block(elsewhere, "staging"):
+        state = slim_ci(pr_number=CI_PR, environment="staging", base_environment="local", return_state=True)
+    assert state.is_failed() and "same warehouse file" in str(state.message)
+    assert not (tmp_path / "warehouse.duckdb").exists() and not (lakehouse_home / "warehouse.duckdb").exists()
+    assert not (lakehouse_home / "work").exists()
 
 
 def test_no_base_state_falls_back_to_a_full_build(landed_home, caplog):
@@ -207,13 +322,13 @@ def test_a_failing_test_fails_the_check_and_is_reported(prod_home, tmp_path):
     shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     model = project / "models" / "staging" / "stg_customers.sql"
     model.write_text(model.read_text().replace("        customer_id,\n", "        null::integer as customer_id,\n", 1))
-    before = prod_fingerprint(prod_home / "warehouse.duckdb")
+    before = prod_data(prod_home)
     state = slim_ci(pr_number=9, environment="local", base_environment="local", project_dir=str(project),
                     return_state=True)
     assert state.is_failed() and "not_null_stg_customers_customer_id" in state.message
     failures = Artifact.get("dbt-local-slim-ci-pr-9").data.split("## Failures")[1]
     assert "not_null_stg_customers_customer_id" in failures and "compiled SQL" in failures
-    assert prod_fingerprint(prod_home / "warehouse.duckdb") == before
+    assert prod_data(prod_home) == before
 
 
 EPHEMERAL_PROJECT = {

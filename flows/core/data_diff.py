@@ -85,15 +85,17 @@ def _value(enum_or_text) -> str:
 
 
 def list_columns(dialect: Dialect, relations: Sequence[Relation]) -> str:
-    """The columns of `relations`, in order, from information_schema (views included)."""
+    """The columns of `relations`, all in one catalog, in order, from information_schema (views included)."""
+    (catalog,) = {r.catalog for r in relations} or {None}
     schemas = sorted({dialect.fold(r.schema) for r in relations})
     names = sorted({dialect.fold(r.name) for r in relations})
     where = (f"table_schema IN ({', '.join(map(dialect.string_literal, schemas))}) "
              f"AND table_name IN ({', '.join(map(dialect.string_literal, names))})")
-    if dialect.catalog:
-        source = f"{dialect.quote(dialect.catalog)}.information_schema.columns"
-    else:
-        source, where = "information_schema.columns", f"table_catalog = current_database() AND {where}"
+    if dialect.catalog:  # Databricks: each catalog has an information_schema of its own
+        source = f"{dialect.quote(catalog or dialect.catalog)}.information_schema.columns"
+    else:  # DuckDB: one information_schema over every attached database
+        database = dialect.string_literal(catalog) if catalog else "current_database()"
+        source, where = "information_schema.columns", f"table_catalog = {database} AND {where}"
     return (f"SELECT table_schema, table_name, column_name FROM {source} WHERE {where} "
             "ORDER BY table_schema, table_name, ordinal_position")
 
@@ -135,8 +137,11 @@ def diff_models(warehouse: Warehouse, targets: Sequence[DiffTarget]) -> DataDiff
         return DataDiff([], rest, 0.0)
     dialect = warehouse.dialect
     columns: dict[Relation, list[str]] = {}
-    for schema, name, column in warehouse.query(list_columns(dialect, [r for t in chosen for r in (t.pr, t.base)])):
-        columns.setdefault(dialect.folded(Relation(schema, name)), []).append(column)
+    relations = [r for t in chosen for r in (t.pr, t.base)]
+    for catalog in sorted({r.catalog for r in relations}, key=str):  # the base's may be another catalog
+        in_catalog = [r for r in relations if r.catalog == catalog]
+        for schema, name, column in warehouse.query(list_columns(dialect, in_catalog)):
+            columns.setdefault(dialect.folded(Relation(schema, name, catalog)), []).append(column)
     present = [t for t in chosen if dialect.folded(t.pr) in columns and dialect.folded(t.base) in columns]
     counts = warehouse.row_counts([r for t in present for r in (t.pr, t.base)])
     diffs = []

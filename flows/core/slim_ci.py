@@ -71,6 +71,16 @@ def _check_base_adapter(state_dir: Path, environment: DbtEnvironment, base: DbtE
         )
 
 
+def _check_same_duckdb_file(environment: DbtEnvironment, base: DbtEnvironment) -> None:
+    # Deferred refs name the base's relations by database (the DuckDB file's name), schema and
+    # name: from another file they fail, or read a same-named file's relations of the CI environment.
+    if environment.adapter == base.adapter == "duckdb" and (
+            environment.warehouse_path().resolve() != base.warehouse_path().resolve()):
+        raise EnvironmentConfigError(
+            f"cannot defer {environment.name!r} to {base.name!r}: on DuckDB both must use the same warehouse "
+            f"file, not {environment.warehouse_path()} and {base.warehouse_path()}")
+
+
 @contextmanager
 def open_ci(pr_number: int, environment: str, base_environment: str, project_dir: Optional[str],
             threads: Optional[int]) -> Iterator[CiSession]:
@@ -79,6 +89,7 @@ def open_ci(pr_number: int, environment: str, base_environment: str, project_dir
     if threads is not None and threads < 1:
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     env, base = load_environment(environment), load_environment(base_environment)
+    _check_same_duckdb_file(env, base)
     project_path = project_folder(project_dir)
     schema = pr_schema(env.schema_name, pr_number)
     work = ci_work_dir(env, pr_number)
@@ -275,10 +286,20 @@ def diff_targets(session: CiSession, report: CiReport, base_manifest: Optional[d
         if (built is None or base is None or node.resource_type not in DIFFED_TYPES
                 or node.status not in {"success", "pass"} or not base.get("relation_name")):
             continue
-        targets.append(DiffTarget(node.name, Relation(built.schema, built.alias or built.name),
-                                  Relation(base["schema"], base.get("alias") or base["name"]),
-                                  primary_key(manifest, node.unique_id)))
+        targets.append(DiffTarget(
+            node.name, Relation(built.schema, built.alias or built.name, _other_catalog(session, built.database)),
+            Relation(base["schema"], base.get("alias") or base["name"], _other_catalog(session, base.get("database"))),
+            primary_key(manifest, node.unique_id)))
     return targets
+
+
+def _other_catalog(session: CiSession, database: Optional[str]) -> Optional[str]:
+    """A relation's catalog when it is not the CI environment's own (Databricks: staging's PR against
+    prod's live relations), else None. DuckDB environments share one file (open_ci checks it)."""
+    own = session.environment.catalog or ""
+    if session.environment.adapter != "databricks" or not database or database.lower() == own.lower():
+        return None
+    return database
 
 
 def _node_rows(nodes: list[CiNode]) -> list[list]:

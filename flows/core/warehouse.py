@@ -54,11 +54,22 @@ class Statement(str):
 class Relation:
     schema: str
     name: str
+    # None: the catalog of the environment the warehouse connects as. Another environment's
+    # relation (slim CI's base: staging's PR compared with prod's live) names its own.
+    catalog: Optional[str] = None
 
     def __post_init__(self):
         safe_identifier(self.schema, "schema")
+        if self.catalog is not None:
+            safe_identifier(self.catalog, "catalog")
         if not self.name or '"' in self.name or "`" in self.name:
             raise InputError(f"unsafe relation name {self.name!r}")
+
+
+def count_key(relation: Relation) -> str:
+    """How count_rows names a relation in its result: `schema.name`, `catalog.schema.name` in another catalog."""
+    own = f"{relation.schema}.{relation.name}"
+    return own if relation.catalog is None else f"{relation.catalog}.{own}"
 
 
 class Dialect:
@@ -71,19 +82,21 @@ class Dialect:
         return naming.fold(identifier, self.name)
 
     def folded(self, relation: Relation) -> Relation:
-        return Relation(self.fold(relation.schema), self.fold(relation.name))
+        catalog = None if relation.catalog is None else self.fold(relation.catalog)
+        return Relation(self.fold(relation.schema), self.fold(relation.name), catalog)
 
     def quote(self, identifier: str) -> str:
         q = self.quote_char
         return f"{q}{identifier.replace(q, q + q)}{q}"
 
-    def schema_ref(self, schema: str) -> str:
-        if self.catalog:
-            return f"{self.quote(self.catalog)}.{self.quote(schema)}"
+    def schema_ref(self, schema: str, catalog: Optional[str] = None) -> str:
+        catalog = catalog or self.catalog
+        if catalog:
+            return f"{self.quote(catalog)}.{self.quote(schema)}"
         return self.quote(schema)
 
     def ref(self, relation: Relation) -> str:
-        return f"{self.schema_ref(relation.schema)}.{self.quote(relation.name)}"
+        return f"{self.schema_ref(relation.schema, relation.catalog)}.{self.quote(relation.name)}"
 
     def create_schema(self, schema: str) -> Statement:
         return Statement(f"CREATE SCHEMA IF NOT EXISTS {self.schema_ref(schema)}", Phase.CREATE_SCHEMAS)
@@ -109,7 +122,7 @@ class Dialect:
 
     def count_rows(self, relations: Sequence[Relation]) -> str:
         parts = [
-            f"SELECT {self.string_literal(f'{r.schema}.{r.name}')} AS relation_name, COUNT(*) AS row_count "
+            f"SELECT {self.string_literal(count_key(r))} AS relation_name, COUNT(*) AS row_count "
             f"FROM {self.ref(r)}"
             for r in relations
         ]
@@ -301,7 +314,7 @@ class Warehouse:
         counts: dict[Relation, int] = {}
         for start in range(0, len(relations), 200):  # keep each statement a reasonable size
             chunk = list(relations[start:start + 200])
-            by_key = {f"{r.schema}.{r.name}": r for r in chunk}
+            by_key = {count_key(r): r for r in chunk}
             for key, count in self.query(self.dialect.count_rows(chunk)):
                 counts[by_key[key]] = int(count)
         return counts

@@ -47,6 +47,12 @@ def live_data(home: Path) -> dict[str, tuple]:
     return relation_fingerprint(home / "warehouse.duckdb", f"table_schema in {LIVE_SCHEMAS}")
 
 
+def prod_data(home: Path) -> dict[str, tuple]:
+    """live_data plus every blue-green version's relations: all a production environment owns."""
+    return relation_fingerprint(home / "warehouse.duckdb", f"table_schema in {LIVE_SCHEMAS} or table_schema "
+                                                           "like 'main\\_\\_v%' escape '\\'")
+
+
 def view_targets(home: Path) -> dict[str, str]:
     """Live view -> its SQL: which version each live view reads."""
     return {f"{s}.{v}": text for s, v, text in sql(

@@ -8,10 +8,12 @@ from types import SimpleNamespace as NS
 import duckdb
 import sqlglot
 
+from blocks.environment import DbtEnvironment
 from flows.core.data_diff import (
     DiffTarget, compare_keyed, diff_markdown, diff_models, list_columns, primary_key,
 )
-from flows.core.warehouse import DatabricksDialect, DuckDBWarehouse, Relation
+from flows.core.slim_ci import CiNode, diff_targets
+from flows.core.warehouse import DatabricksDialect, DuckDBWarehouse, Relation, count_key
 
 PR, BASE = Relation("main_pr_7", "customers"), Relation("main", "customers")
 
@@ -95,3 +97,60 @@ def test_primary_key_from_tests_or_constraints():
     assert primary_key(NS(nodes={m: composite}), m) == ("a", "b")
     column_level = _model(columns={"code": NS(constraints=[NS(type="primary_key")])})
     assert primary_key(NS(nodes={m: column_level}), m) == ("code",)
+
+
+class _WithProdAttached(DuckDBWarehouse):
+    """The CI environment's warehouse that also reaches a `prod` catalog, as staging's principal reads prod's on
+    Unity Catalog."""
+
+    def __init__(self, path: str, prod: str):
+        super().__init__(path)
+        self.prod = prod
+
+    def _connect(self):
+        connection = super()._connect()
+        connection.execute(f"attach '{self.prod}' as prod (read_only)")
+        return connection
+
+
+def test_a_base_in_another_catalog_is_compared_there_not_with_the_ci_catalogs_namesake(tmp_path):
+    with duckdb.connect(str(tmp_path / "prod.duckdb")) as c:
+        c.execute("create schema analytics; create table analytics.customers as "
+                  "select * from (values (1, 'ann'), (2, 'bob'), (3, 'cy')) t(id, name)")
+    with duckdb.connect(str(tmp_path / "staging.duckdb")) as c:  # staging's own live: a namesake with other rows
+        c.execute("create schema analytics; create table analytics.customers as select 9 as id, 'zed' as name; "
+                  "create schema analytics_pr_7; create table analytics_pr_7.customers as "
+                  "select * from (values (1, 'ANN'), (2, 'bob'), (4, 'di')) t(id, name)")
+    warehouse = _WithProdAttached(str(tmp_path / "staging.duckdb"), str(tmp_path / "prod.duckdb"))
+    base = Relation("analytics", "customers", "prod")
+    (diff,) = diff_models(warehouse, [DiffTarget("customers", Relation("analytics_pr_7", "customers"), base, ("id",))]).models
+    assert (diff.base_rows, diff.pr_rows, diff.added, diff.removed, diff.changed) == (3, 3, 1, 1, 1), diff.error
+
+
+def test_a_base_in_another_catalog_is_named_with_it_in_databricks_sql():
+    dialect = DatabricksDialect("staging")
+    pr, base = Relation("analytics_pr_7", "customers"), Relation("analytics", "customers", "prod")
+    keyed = compare_keyed(dialect, pr, base, ["id"], ["name"])
+    sqlglot.parse_one(keyed, read="databricks")
+    assert "FROM `staging`.`analytics_pr_7`.`customers`" in keyed and "FROM `prod`.`analytics`.`customers`" in keyed
+    columns = list_columns(dialect, [base])
+    sqlglot.parse_one(columns, read="databricks")
+    assert "FROM `prod`.information_schema.columns" in columns
+    counts = dialect.count_rows([pr, base])
+    sqlglot.parse_one(counts, read="databricks")
+    assert f"'{count_key(base)}' AS relation_name" in counts and count_key(base) == "prod.analytics.customers"
+
+
+def test_slim_ci_diffs_staging_against_prods_catalog():
+    model = NS(resource_type=NS(value="model"), schema="analytics_pr_7", alias="customers", name="customers",
+               database="staging", constraints=[], columns={})
+    session = NS(project=NS(parsed_manifest=NS(nodes={"model.p.customers": model})),
+                 environment=DbtEnvironment(adapter="databricks", schema_name="analytics", catalog="staging"))
+    report = NS(of_role=lambda role: [CiNode("model.p.customers", "customers", "model", "changed", "success",
+                                             "`staging`.`analytics_pr_7`.`customers`")] if role == "changed" else [])
+    base_manifest = {"nodes": {"model.p.customers": {
+        "schema": "analytics", "name": "customers", "alias": "customers", "database": "prod",
+        "relation_name": "`prod`.`analytics`.`customers`"}}}
+    (target,) = diff_targets(session, report, base_manifest)
+    assert target.pr == Relation("analytics_pr_7", "customers")  # the CI environment's own catalog
+    assert target.base == Relation("analytics", "customers", "prod")

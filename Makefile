@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo ui lint test bench clean
+.PHONY: install demo ui lint test test-unprivileged bench clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ ui: install
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+# As root: the secrets, browser and bad-input tests as a throwaway unprivileged user, CI=true, none skipped.
+test-unprivileged:
+	bash .ci/unprivileged
 
 # ruff over the repository; mypy over flows/core and blocks (pyproject.toml, [tool.mypy]).
 lint: install

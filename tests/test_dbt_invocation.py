@@ -22,7 +22,8 @@ from prefect.utilities.collections import visit_collection
 
 from blocks.profile import RenderedProfile
 from flows.core.progress import StepProgress
-from flows.core.dbt import EXPLICIT_SELECTION_LIMIT, DbtProject, NodeResult, StepResult, _cancel_skips_closed_duckdb_connections
+from flows.core.command import SELECTED_TAG
+from flows.core.dbt import DbtCommandError, DbtProject, NodeResult, StepResult, _cancel_skips_closed_duckdb_connections
 from flows.core.results import with_reported_failures as _with_reported_failures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from generate_project import generate_project, write_profiles  # noqa: E402
 
-N = 200  # big enough that the staging layer exceeds EXPLICIT_SELECTION_LIMIT
+N = 200  # big enough that a layer has more nodes than a short list of selectors
 
 
 @pytest.fixture(scope="module")
@@ -65,36 +66,40 @@ def test_prefect_does_not_walk_into_a_project_or_its_results(project):
     assert isinstance(result, StepResult) and result.success and result.run_results
 
 
-def test_selection_args_select_exactly_the_nodes_with_few_terms(project):
+def _tagged_nodes(project) -> list[str]:
+    manifest = project.parsed_manifest
+    return [u for u, n in [*manifest.nodes.items(), *manifest.unit_tests.items()] if SELECTED_TAG in n.tags]
+
+
+def test_a_command_of_exact_nodes_selects_exactly_them_with_one_term_and_leaves_no_tag(project):
     project.parse()
-    staging = project.list_ids(["path:models/staging"], ["source:*"])  # models and their tests
-    assert len(staging) > EXPLICIT_SELECTION_LIMIT
+    staging = project.list_ids(["path:models/staging"], ["source:*"], ("model", "test"))  # models and data tests
+    unit_tests = set(project.parsed_manifest.unit_tests)
+    assert len(staging) > 40 and unit_tests
     one_out = sorted(staging)[0]
-    for wanted in (staging, staging - {one_out}):
-        args = project.selection_args(wanted, ["path:models/staging"])
-        assert len(args) < len(wanted) / 2, args  # the cover plus a few corrections, not one term per node
-        assert project.list_ids(extra=args) == wanted
-    small = set(sorted(staging)[:3])
-    assert project.list_ids(extra=project.selection_args(small, ["path:models/staging"])) == small
+    for wanted in (staging, staging - {one_out}, set(sorted(staging)[:3])):
+        command = project.command("compile", nodes=wanted)
+        assert command.argv().count("--select") == 1 and "--indirect-selection" in command.argv()
+        result = project.run(command)
+        assert result.success and {node.unique_id for node in result.nodes} == wanted
+        assert _tagged_nodes(project) == []  # the tag lives for one invocation only
+    # a unit test's tags are its config's: selected all the same (compile does not run unit tests)
+    result = project.run(project.command("test", nodes=unit_tests))
+    assert {node.unique_id for node in result.nodes if node.resource_type != "operation"} == unit_tests  # not hooks
+    assert _tagged_nodes(project) == []
 
 
-def test_a_cover_that_also_matches_exposures_and_the_semantic_layer_selects_only_what_dbt_builds(project):
-    """The marts layer's `path:` selector also matches exposures, metrics, semantic models and saved
-    queries (and the layer exceeds EXPLICIT_SELECTION_LIMIT, so the cover is used): the arguments
-    still select exactly the layer's models and tests, and no step crashes on those nodes."""
+def test_a_node_dbt_does_not_build_cannot_be_selected_and_a_failed_command_leaves_no_tag(project):
     project.parse()
     everything = project.list_ids(["path:models/marts"])
     kinds = {unique_id.split(".")[0] for unique_id in everything}
     assert {"exposure", "metric", "semantic_model", "saved_query"} <= kinds, kinds
-    wanted = project.list_ids(["path:models/marts"], resource_types=("model", "test", "unit_test"))
-    assert len(wanted) > EXPLICIT_SELECTION_LIMIT
-    for chosen in (wanted, wanted - {sorted(wanted)[0]}):
-        args = project.selection_args(chosen | {u for u in everything if u.startswith("exposure.")},
-                                      ["path:models/marts"])
-        assert "path:models/marts" in args and len(args) < 20, args
-        assert project.list_ids(extra=args) == chosen
-    with pytest.raises(ValueError, match="not a node dbt builds"):
-        project.node_selector(next(u for u in everything if u.startswith("metric.")))
+    with pytest.raises(DbtCommandError, match="not a node dbt builds"):
+        project.run(project.command("compile", nodes={next(u for u in everything if u.startswith("metric."))}))
+    model = next(u for u in everything if u.startswith("model."))
+    with pytest.raises(DbtCommandError):  # dbt itself refuses the command: the tag still goes
+        project.run(project.command("compile", nodes={model}, extra=("--no-such-flag",)))
+    assert _tagged_nodes(project) == []
 
 
 def test_the_warehouse_is_released_between_commands(project):

@@ -16,19 +16,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 
 from blocks.profile import RenderedProfile
-from flows.core.command import DbtCommand
+from flows.core.command import SELECTED_TAG, DbtCommand
 from flows.core.results import (FAILED_STATUSES, NodeResult, Rescue, StepResult, combined, compiled_path, node_result,
                                 rescued, with_reported_failures)
-from flows.core.selection import (BUILDABLE, EXECUTED, EXPLICIT_SELECTION_LIMIT, exact_selector, fqn_selector,
-                                  resource_type_of, unexecuted_types, TESTS)
+from flows.core.selection import (BUILDABLE, EXECUTED, exact_selector, fqn_selector, resource_type_of,
+                                  unexecuted_types, TESTS)
 from flows.core.stop import dbt_invocation
 from flows.errors import RunFailure
 
@@ -44,7 +45,7 @@ NEEDS_NO_MANIFEST = {"deps", "clean", "debug"}
 
 
 # Re-exported: what callers of this module used to find here before it was split.
-__all__ = ["BUILDABLE", "EXECUTED", "EXPLICIT_SELECTION_LIMIT", "FAILED_STATUSES", "DbtCommand", "DbtCommandError",
+__all__ = ["BUILDABLE", "EXECUTED", "FAILED_STATUSES", "DbtCommand", "DbtCommandError",
            "DbtProject", "NodeResult", "Rescue", "StepResult", "combined", "exact_selector", "fqn_selector", "rescued",
            "resource_type_of", "unexecuted_types", "TESTS"]
 
@@ -144,6 +145,25 @@ def _close_embedded_database() -> None:
     except ImportError:  # another adapter: nothing stays open between commands
         return
     DuckDBConnectionManager.close_all_connections()
+
+
+@contextmanager
+def _tagged(nodes: Sequence[Any]) -> Iterator[None]:
+    """SELECTED_TAG on `nodes` for one invocation; never left in a manifest that is written,
+    compared or used again. A unit test's tags are its config's (a property), possibly a string."""
+    saved = [(node, node.config.tags) for node in nodes if node.resource_type.value == "unit_test"]
+    for node, tags in saved:
+        node.config.tags = [*([tags] if isinstance(tags, str) else tags), SELECTED_TAG]
+    others = [node for node in nodes if node.resource_type.value != "unit_test"]
+    for node in others:
+        node.tags.append(SELECTED_TAG)
+    try:
+        yield
+    finally:
+        for node, tags in saved:
+            node.config.tags = tags
+        for node in others:
+            node.tags.remove(SELECTED_TAG)
 
 
 class DbtProject:
@@ -263,6 +283,11 @@ class DbtProject:
         task run (and asset) per dbt node. Much slower on big projects; see bench/RESULTS.md.
         callbacks: more dbt event callbacks (live progress); dbt calls them in its own threads.
         """
+        if isinstance(command, DbtCommand) and command.nodes and node_tasks:
+            # prefect-dbt's runner parses again, without the tag: one exact selector per node instead
+            command = replace(command, nodes=frozenset(), indirect_selection="empty",
+                              select=tuple(sorted(self.node_selector(i) for i in command.nodes)))
+        tagged = self.manifest_nodes(command.nodes) if isinstance(command, DbtCommand) else []
         if isinstance(command, DbtCommand):
             # vars and threads are the project's own (_argv adds them), unless the command sets others
             words, argv_of_command = command.words, replace(command, vars={}, threads=None).argv()
@@ -277,7 +302,9 @@ class DbtProject:
         argv = [*argv_of_command, "--no-write-json"] if result_file else argv_of_command
         started = time.perf_counter()
         failed = _FailedNodes(self)
-        result = self._invoke_with_node_tasks(argv) if node_tasks else self.raw_invoke(argv, [failed, *callbacks], overrides)
+        with _tagged(tagged):
+            result = (self._invoke_with_node_tasks(argv) if node_tasks
+                      else self.raw_invoke(argv, [failed, *callbacks], overrides))
         artifact = None
         if result_file and hasattr(result.result, "write"):
             result.result.write(str(self.target_path / result_file))  # for people and `dbt retry --state`
@@ -338,45 +365,20 @@ class DbtProject:
             )
         return {json.loads(line)["unique_id"] for line in result.result or []}
 
+    def manifest_nodes(self, unique_ids: Iterable[str]) -> list[Any]:
+        """The manifest's nodes (unit tests included) of `unique_ids`; a unique_id it lacks is refused."""
+        manifest = self.parsed_manifest
+        nodes = []
+        for unique_id in sorted(unique_ids):
+            node = manifest.nodes.get(unique_id) or manifest.unit_tests.get(unique_id)
+            if node is None or resource_type_of(unique_id) not in EXECUTED:
+                raise DbtCommandError(f"{unique_id} is not a node dbt builds in this project: it cannot be selected")
+            nodes.append(node)
+        return nodes
+
     def node_selector(self, unique_id: str) -> str:
         """A selector matching exactly this node (models, seeds, snapshots, tests, unit tests)."""
         return exact_selector(self.parsed_manifest, unique_id)
-
-    def selection_args(self, ids: Iterable[str], covers: Iterable[str] = ()) -> list[str]:
-        """Flags that select exactly `ids` (see `selecting`)."""
-        select, exclude = self.selecting(ids, covers)
-        return ["--select", *select, *(["--exclude", *exclude] if exclude else []), "--indirect-selection", "empty"]
-
-    def selecting(self, ids: Iterable[str], covers: Iterable[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(select, exclude) that pick exactly `ids`, with indirect selection "empty", in as few terms as we can.
-
-        `covers` are selectors likely to match most of `ids` (a layer's own selector, say).
-        When one of them, plus or minus a few nodes, selects exactly `ids`, that is what we
-        send; otherwise one exact selector per node. Indirect selection is off in both, so
-        no test comes along that `ids` does not name.
-
-        Only what dbt executes (EXECUTED) is ever named: a cover also matches the sources,
-        exposures, metrics, semantic models, saved queries and analyses defined under it, which
-        dbt does not build. They are left out by their resource type, never one selector each.
-        """
-        if self.manifest is None:
-            self.parse()
-        exact = ["--indirect-selection", "empty"]
-        wanted = {unique_id for unique_id in ids if resource_type_of(unique_id) in EXECUTED}
-        best: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(sorted(self.node_selector(i) for i in wanted)), ())
-        best_terms = len(wanted)
-        if best_terms <= EXPLICIT_SELECTION_LIMIT:
-            return best
-        not_executed = [f"resource_type:{kind}" for kind in unexecuted_types(self.parsed_manifest)]
-        for cover in covers:
-            matched = self.list_ids([cover], resource_types=EXECUTED, extra=exact)
-            extra, surplus = wanted - matched, matched - wanted
-            excluded = sorted(self.node_selector(i) for i in surplus) + not_executed
-            terms = 1 + len(extra) + len(surplus) + len(not_executed)
-            if terms < best_terms:
-                best_terms = terms
-                best = ((cover, *sorted(self.node_selector(i) for i in extra)), tuple(excluded))
-        return best
 
     def artifact(self, name: str) -> Optional[dict]:
         path = self.target_path / name

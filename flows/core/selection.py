@@ -9,10 +9,6 @@ from flows.errors import InputError
 BUILDABLE = ("model", "seed", "snapshot")  # what a run materialises
 TESTS = ("test", "unit_test")  # data tests and unit tests
 EXECUTED = (*BUILDABLE, *TESTS)  # what `dbt build` runs for them: the only nodes we ever select
-# dbt matches every `--select` term against every node: an explicit list of N node
-# selectors costs O(N x nodes) (~14 us each: 2,000 of them on a 2,000-node project took
-# ~55 s). Above this many terms, checking a covering selector with one `ls` (~1 s) pays.
-EXPLICIT_SELECTION_LIMIT = 40
 
 
 def resource_type_of(unique_id: str) -> str:

@@ -8,10 +8,11 @@ the run's state, and compares it with the one the last published build saved:
 
 - **Databricks, Unity Catalog:** `information_schema.tables.last_altered`, which dbt-databricks
   itself reads as a relation's last modification for metadata-based freshness
-  (`get_relation_last_modified`). One query per catalog, not per table.
+  (`get_relation_last_modified`). One query per catalog, not per table, all over one connection.
 - **DuckDB:** the row count and the sum of every row's hash: a full scan, which DuckDB does at
   about 15 M rows a second on one core (1 M rows in 0.06 s here), so it costs little next to the
-  builds that read the same rows. A signal equal to last time means the same rows.
+  builds that read the same rows. A signal equal to last time means the same rows. One connection
+  for all of them: opening a DuckDB file of 1,000 tables costs 0.14 s, a small table's scan 2 ms.
 - **Anything else** (the Hive metastore, another adapter, a missing table, no privilege): no
   signal. The source counts as changed, and the run summary names it.
 """
@@ -56,7 +57,7 @@ def read_signals(warehouse: Warehouse, sources: Sequence[SourceTable]) -> Signal
     if not sources:
         return {}
     if warehouse.dialect.name == "duckdb":
-        return {source.unique_id: _duckdb_signal(warehouse, source) for source in sources}
+        return _duckdb_signals(warehouse, sources)
     if isinstance(warehouse.dialect, DatabricksDialect) and warehouse.dialect.catalog != "hive_metastore":
         return _databricks_signals(warehouse, sources)
     return {source.unique_id: None for source in sources}
@@ -72,15 +73,18 @@ def duckdb_signal_sql(source: SourceTable) -> str:
             f"FROM {source.relation_name} AS lakehouse_row")
 
 
-def _duckdb_signal(warehouse: Warehouse, source: SourceTable) -> Optional[str]:
-    if not source.relation_name:
-        return None
+def _duckdb_signals(warehouse: Warehouse, sources: Sequence[SourceTable]) -> Signals:
+    signals: Signals = {source.unique_id: None for source in sources}
+    readable = [source for source in sources if source.relation_name]
     try:
-        rows = warehouse.query(duckdb_signal_sql(source))
-    except Exception:  # noqa: BLE001 - a missing table or attachment: no signal, so "changed"
-        return None
-    count, digest = rows[0]
-    return f"rows={count};hash={digest}"
+        results = warehouse.query_each([duckdb_signal_sql(source) for source in readable])
+    except Exception:  # noqa: BLE001 - the warehouse cannot be opened: nothing can be dated
+        return signals
+    for source, rows in zip(readable, results, strict=True):
+        if not isinstance(rows, Exception):  # a missing table or attachment: no signal, so "changed"
+            count, digest = rows[0]
+            signals[source.unique_id] = f"rows={count};hash={digest}"
+    return signals
 
 
 def databricks_signal_sql(catalog: str, sources: Sequence[SourceTable]) -> str:
@@ -99,13 +103,17 @@ def _databricks_signals(warehouse: Warehouse, sources: Sequence[SourceTable]) ->
     by_catalog: dict[str, list[SourceTable]] = defaultdict(list)
     default_catalog = warehouse.dialect.catalog or "hive_metastore"
     for source in sources:
-        by_catalog[(source.database or default_catalog).lower()].append(source)
-    for catalog, members in by_catalog.items():
-        if catalog == "hive_metastore":
-            continue
-        try:
-            rows = warehouse.query(databricks_signal_sql(catalog, members))
-        except Exception:  # noqa: BLE001 - no privilege on the catalog: these sources cannot be dated
+        catalog = (source.database or default_catalog).lower()
+        if catalog != "hive_metastore":  # no last_altered there: those sources cannot be dated
+            by_catalog[catalog].append(source)
+    if not by_catalog:
+        return signals
+    try:
+        results = warehouse.query_each([databricks_signal_sql(catalog, members) for catalog, members in by_catalog.items()])
+    except Exception:  # noqa: BLE001 - no connection: nothing can be dated
+        return signals
+    for members, rows in zip(by_catalog.values(), results, strict=True):
+        if isinstance(rows, Exception):  # no privilege on the catalog: these sources cannot be dated
             continue
         altered = {(schema.lower(), name.lower()): value for schema, name, value in rows}
         for source in members:

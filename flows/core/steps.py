@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from flows.core.artifacts import code_checksums, find_regressions, slowest_trends, timing_samples
 from flows.core.command import DbtCommand
-from flows.core.dbt import BUILDABLE, DbtCommandError, DbtProject, StepResult
+from flows.core.dbt import BUILDABLE, EXECUTED, DbtCommandError, DbtProject, StepResult, resource_type_of
 from flows.core.results import Rescue, rescued
 from flows.core.transient import rescuable, transient_cause
 from flows.core.freshness import (
@@ -142,11 +142,9 @@ def source_tests(run: ProductionRun) -> StepResult:
     return _checked("source tests", run.live.run(run.live.command("test", select=("source:*",), exclude=tuple(seeded))))
 
 
-def _selecting(run: ProductionRun, ids: set[str], *covers: str) -> dict[str, Any]:
-    """DbtCommand fields selecting exactly `ids`. Node names are the same in every target;
-    `covers` let dbt match a few selectors, not one per node."""
-    select, exclude = run.live.selecting(ids, covers)
-    return {"select": select, "exclude": exclude, "indirect_selection": "empty"}
+def _exactly(ids: set[str]) -> dict[str, Any]:
+    """DbtCommand fields selecting exactly `ids`, and only what dbt executes of them."""
+    return {"nodes": frozenset(u for u in ids if resource_type_of(u) in EXECUTED)}
 
 
 def _deferral(run: ProductionRun) -> dict[str, Any]:
@@ -222,7 +220,7 @@ def seeds(run: ProductionRun, plan: Plan) -> StepResult:
     if not plan.seeds:
         return StepResult.skipped("seeds", "no seeds to load")
     return _dbt_step(run, "seeds", run.build, run.build.command(
-        "seed", **_selecting(run, plan.seeds, "resource_type:seed"), full_refresh=run.options.full_refresh))
+        "seed", **_exactly(plan.seeds), full_refresh=run.options.full_refresh))
 
 
 def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
@@ -232,15 +230,14 @@ def snapshots(run: ProductionRun, plan: Plan) -> StepResult:
         return StepResult.skipped("snapshots", "no snapshots of sources or seeds to take")
     # Snapshots always run against the unversioned schema: their history cannot be rebuilt.
     return _dbt_step(run, "snapshots", run.live, run.live.command(
-        "snapshot", **_selecting(run, plan.snapshots, "resource_type:snapshot")))
+        "snapshot", **_exactly(plan.snapshots)))
 
 
 def build_layer(run: ProductionRun, stage: Stage) -> StepResult:
-    covers = [layer.select for layer in run.options.layers if layer.name == stage.name]
-    selecting = _selecting(run, stage.nodes | stage.tests, *covers)
+    ids = stage.nodes | stage.tests
     if run.blue_green or not run.options.run_snapshots:
-        selecting["exclude"] = (*selecting["exclude"], "resource_type:snapshot")
-    command = run.build.command("build", **selecting, full_refresh=run.options.full_refresh,
+        ids = {u for u in ids if resource_type_of(u) != "snapshot"}
+    command = run.build.command("build", **_exactly(ids), full_refresh=run.options.full_refresh,
                                 fail_fast=run.options.fail_fast, **_deferral(run))
     # blue-green: snapshots of models are taken after the flip (model_snapshots), not with their layer
     return _dbt_step(run, f"build {stage.name}", run.build, command)
@@ -263,7 +260,7 @@ def model_snapshots(run: ProductionRun, plan: Plan) -> StepResult:
     if not ids:
         return StepResult.skipped("snapshots of models", "no snapshots of models to take")
     result = _dbt_step(run, "snapshots of models", run.live, run.live.command(
-        "snapshot", **_selecting(run, ids, "resource_type:snapshot")))
+        "snapshot", **_exactly(ids)))
     # Taken after the state's promotion: they join the run results it saved, so the state holds
     # every node this run built (slim CI and the next gate read it).
     merged = _merged_run_results(run, result).encode()

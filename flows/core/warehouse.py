@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 from blocks import naming
 from blocks.environment import DbtEnvironment, safe_identifier
@@ -291,6 +291,32 @@ class Warehouse:
     def query(self, sql: str) -> list[tuple]:
         raise NotImplementedError
 
+    def query_each(self, statements: Sequence[str]) -> list[Union[list[tuple], Exception]]:
+        """Each statement's rows, or the error it raised."""
+        results: list[Union[list[tuple], Exception]] = []
+        for sql in statements:
+            try:
+                results.append(self.query(sql))
+            except Exception as error:  # noqa: BLE001 - the caller decides what one failure means
+                results.append(error)
+        return results
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _query_each_connected(self, statements: Sequence[str]) -> list[Union[list[tuple], Exception]]:
+        """query_each over one connection: connecting to a DuckDB file of 1,000 tables takes 0.14 s,
+        longer than a query of a small table; a Databricks session costs a round trip or more."""
+        results: list[Union[list[tuple], Exception]] = []
+        with closing(self._connect()) as connection, closing(connection.cursor()) as cursor:
+            for sql in statements:
+                try:
+                    cursor.execute(sql)
+                    results.append([tuple(row) for row in cursor.fetchall()])
+                except Exception as error:  # noqa: BLE001 - the caller decides what one failure means
+                    results.append(error)
+        return results
+
     def execute_all(self, statements: Sequence[str]) -> None:
         """Run `statements` as one unit: atomically where the warehouse can."""
         raise NotImplementedError
@@ -333,6 +359,8 @@ class DuckDBWarehouse(Warehouse):
     def query(self, sql: str) -> list[tuple]:
         with closing(self._connect()) as connection:
             return connection.execute(sql).fetchall()
+
+    query_each = Warehouse._query_each_connected
 
     def execute_all(self, statements: Sequence[str]) -> None:
         with closing(self._connect()) as connection:
@@ -388,6 +416,8 @@ class DatabricksWarehouse(Warehouse):
         with closing(self._connect()) as connection, closing(connection.cursor()) as cursor:
             cursor.execute(sql)
             return [tuple(row) for row in cursor.fetchall()]
+
+    query_each = Warehouse._query_each_connected
 
     @classmethod
     def phases(cls, statements: Sequence[str]) -> list[list[str]]:

@@ -23,7 +23,7 @@ from pydantic import PositiveInt
 from flows.core import dry_run, publishing, steps
 from flows.core.artifacts import publish_artifacts
 from flows.core.cli import flow_parser, run_from_shell
-from flows.core.layers import Plan
+from flows.core.layers import LayerMode, Plan
 from flows.core.progress import planned_steps
 from flows.core.runbook import Stage, evaluate, evaluate_all
 from blocks.environment import EnvironmentName
@@ -96,6 +96,7 @@ def production_run(
     full_refresh: bool = False,
     vars: dict[str, Any] = {},
     layers: list[Layer] = DEFAULT_LAYERS,
+    layer_mode: LayerMode = "layers",
     freshness_gate: bool = True,
     run_snapshots: bool = True,
     generate_docs: bool = True,
@@ -117,6 +118,9 @@ def production_run(
         full_refresh: Rebuild incremental models and seeds from scratch; bypasses the freshness gate.
         vars: dbt vars, as a mapping.
         layers: Ordered layers, each built and tested before the next. Nodes in no layer go last.
+        layer_mode: layers: one build per layer, each waits for the whole layer before it. dag: one build
+            of all layers; each model is still tested before anything downstream of it runs, without
+            waiting for the rest of its layer (faster where models wait on the warehouse).
         freshness_gate: Build only what is downstream of fresher sources or changed code.
         run_snapshots: Take snapshots.
         generate_docs: Generate the static docs site and keep it in the state store.
@@ -131,7 +135,7 @@ def production_run(
     """
     options = RunOptions(
         environment=environment, project_dir=project_dir, select=select, exclude=exclude,
-        full_refresh=full_refresh, vars=vars, layers=layers, freshness_gate=freshness_gate,
+        full_refresh=full_refresh, vars=vars, layers=layers, layer_mode=layer_mode, freshness_gate=freshness_gate,
         run_snapshots=run_snapshots, generate_docs=generate_docs, publish=publish, fail_fast=fail_fast,
         threads=threads, node_tasks=node_tasks, allow_shrink=allow_shrink, keep_failed_version=keep_failed_version,
         plan_only=plan_only,

@@ -13,12 +13,22 @@ Works on any stock project from its manifest alone:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Literal
 
 from dbt.contracts.graph.manifest import Manifest
 
 from flows.core.dbt import TESTS
 from flows.core.freshness import seed_loaded_sources
+
+
+# How the layers are built:
+# - "layers": one `dbt build` per layer; a layer starts once the whole layer before it is built
+#   and tested.
+# - "dag": one `dbt build` of every layer. dbt still runs a model's tests before anything
+#   downstream of it, and skips what a failure would feed; nothing waits for the rest of a layer.
+#   Where models wait on the warehouse, a layer's slowest model no longer holds up the next layer.
+LayerMode = Literal["layers", "dag"]
+ALL_LAYERS = "all layers"  # the one build stage of "dag" mode
 
 
 @dataclass
@@ -49,6 +59,14 @@ class Plan:
         """For the run's journal: a flow retry builds the plan of the first attempt, not a new one."""
         return {"seeds": sorted(self.seeds), "snapshots": sorted(self.snapshots), "empty": self.empty_layers,
                 "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in self.layers]}
+
+    def in_one_build(self) -> "Plan":
+        """The "dag" layer mode's plan: the layers' nodes and tests in one stage."""
+        if len(self.layers) <= 1:
+            return self
+        merged = Stage(ALL_LAYERS, set().union(*(s.nodes for s in self.layers)),
+                       set().union(*(s.tests for s in self.layers)))
+        return Plan(self.seeds, self.snapshots, [merged], self.empty_layers)
 
     @classmethod
     def from_json(cls, saved: dict) -> "Plan":

@@ -21,7 +21,7 @@ from blocks.profile import rendered_profile
 from blocks.query_tags import query_history_filter
 from flows.core.artifacts import RunReport
 from flows.core.dbt import DbtProject
-from flows.core.layers import Plan
+from flows.core.layers import LayerMode, Plan
 from flows.core.lock import PublishLock
 from flows.core.state_store import StateStore
 from flows.core.versions import VersionRegistry, new_version_id, versioned_schema
@@ -108,6 +108,7 @@ class RunOptions(BaseModel):
     full_refresh: bool = False
     vars: dict[str, Any] = {}
     layers: list[Layer] = Field(default_factory=lambda: list(DEFAULT_LAYERS))
+    layer_mode: LayerMode = "layers"
     freshness_gate: bool = True
     run_snapshots: bool = True
     generate_docs: bool = True

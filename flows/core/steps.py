@@ -120,6 +120,8 @@ def plan_layers(run: ProductionRun, decision: GateDecision) -> Plan:
     layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE) if candidates else set())
               for layer in run.options.layers]
     plan = plan_stages(Graph(run.live.parsed_manifest), candidates, layers)
+    if run.options.layer_mode == "dag":
+        plan = plan.in_one_build()
     for name in plan.empty_layers:
         get_run_logger().info("Layer %r has nothing to build: skipped.", name)
     run.report.empty_layers = plan.empty_layers

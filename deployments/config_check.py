@@ -8,7 +8,9 @@ rejects both, and also checks: every cron and time zone as Prefect's server pars
 them; every schedule has a slug (so a redeploy updates it instead of adding one);
 every work pool is one of deployments/work_pools.py and its job variables exist;
 every entrypoint names a function in an existing file, and its parameters are that
-function's; every production deployment runs one at a time. No flow is imported and
+function's; every production deployment runs one at a time; every deployment a run-lost
+automation watches sends heartbeats at least three times per its window (Prefect's default,
+180 s, equals the window: a healthy run would be marked Crashed). No flow is imported and
 nothing is deployed: entrypoints are read with `ast`.
 """
 
@@ -18,7 +20,7 @@ import argparse
 import ast
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -160,9 +162,29 @@ def _is_production(deployment: Deployment) -> bool:
             or deployment.entrypoint.rpartition(":")[2] in PRODUCTION_FLOWS)
 
 
-def _deployment_problems(base: Path, deployment: Deployment) -> list[str]:
+HEARTBEAT = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+BEATS_PER_WINDOW = 3  # one late or lost heartbeat is no crash
+
+
+def _heartbeat_problems(where: str, deployment: Deployment, watched_by: list[Any]) -> list[str]:
+    """A run-lost automation marks a run Crashed after its window without a heartbeat."""
+    tags = set([deployment.tags] if isinstance(deployment.tags, str) else deployment.tags or [])
+    windows = [a.no_heartbeat_for_seconds for a in watched_by
+               if deployment.name in a.match.deployments or tags & set(a.match.tags)]
+    if not windows:
+        return []
+    env = deployment.work_pool.job_variables.get("env") or {}
+    frequency = env.get(HEARTBEAT)
+    if frequency is None or not str(frequency).isdigit() or int(frequency) * BEATS_PER_WINDOW > min(windows):
+        return [f"{where}: the run-lost automation marks its runs Crashed after {min(windows)} s without a heartbeat, "
+                f"so job_variables.env must set {HEARTBEAT} to at most {min(windows) // BEATS_PER_WINDOW} "
+                f"(has {frequency!r}; Prefect's default is 180)"]
+    return []
+
+
+def _deployment_problems(base: Path, deployment: Deployment, watched_by: Sequence[Any] = ()) -> list[str]:
     where = f"deployment {deployment.name!r}"
-    problems = []
+    problems = _heartbeat_problems(where, deployment, list(watched_by))
     schedules = [*(deployment.schedules or []), *([deployment.schedule] if deployment.schedule else [])]
     for i, schedule in enumerate(schedules):
         problems += _schedule_problems(f"{where} schedule {i}", schedule)
@@ -210,8 +232,11 @@ def check(path: Path) -> list[str]:
         return problems
     names = [d.name for d in config.deployments]
     problems += [f"deployment name {n!r} appears more than once" for n in sorted({n for n in names if names.count(n) > 1})]
+    from deployments.automations import RunLost, load
+
+    watched_by = [a for a in load().automations if isinstance(a, RunLost)]
     for deployment in config.deployments:
-        problems += _deployment_problems(path.resolve().parent, deployment)
+        problems += _deployment_problems(path.resolve().parent, deployment, watched_by)
     return problems
 
 

@@ -182,6 +182,12 @@ def test_the_real_prefect_yaml_passes():
     (lambda c: c["deployments"][4]["parameters"].update(enviroment="dev"), "parameters ['enviroment'] are not parameters"),
     (lambda c: c["deployments"][5].update(entrypoint="flows/blue_green.py:rollbak"), "defines no function 'rollbak'"),
     (lambda c: c.update(deployment=[]), "deployment: unknown key"),
+    # a deployment's own env replaces the pool's: without the heartbeat setting, Prefect's default 180 s
+    # equals the run-lost window, and a healthy run would be marked Crashed
+    (lambda c: c["deployments"][0]["work_pool"]["job_variables"].update(env={"PYTHONUNBUFFERED": "1"}),
+     "'production-prod': the run-lost automation marks its runs Crashed after 180 s without a heartbeat"),
+    (lambda c: c["deployments"][0]["work_pool"]["job_variables"]["env"].update(PREFECT_FLOWS_HEARTBEAT_FREQUENCY="90"),
+     "must set PREFECT_FLOWS_HEARTBEAT_FREQUENCY to at most 60 (has '90'"),
 ])
 def test_a_broken_copy_is_rejected_with_a_clear_message(tmp_path, edit, message):
     problems = config_check.check(_broken_copy(tmp_path, edit))

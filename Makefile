@@ -34,7 +34,7 @@ ui: install
 # so a module's chain of runs keeps its order.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # As root: the secrets, browser and bad-input tests as a throwaway unprivileged user, CI=true, none skipped.
 test-unprivileged:

@@ -11,6 +11,7 @@ everything. Variants alternate A/B/C per round so drifting machine load hits all
   single  the floor: `dbt deps` and then one plain `dbt build` of everything (no freshness, no docs)
   ours    `python -m flows.production --environment local --no-publish` (subprocess); on this
           blue-green environment it builds and tests a version and keeps it unpublished
+  dag     ours with `--layer-mode dag`: all layers in one `dbt build`
   unposted  ours with live progress posting nothing (bench/_unposted_run.py): ours − unposted is
           what the progress artifacts cost
   runner  prefect-dbt's PrefectDbtRunner in a flow, one task run per node (subprocess)
@@ -42,7 +43,7 @@ import _report  # noqa: E402
 from generate_project import generate_project, write_profiles  # noqa: E402
 
 REPO = HERE.parent
-VARIANTS = ("plain", "single", "ours", "unposted", "runner")
+VARIANTS = ("plain", "single", "ours", "dag", "unposted", "runner")
 
 
 @dataclass
@@ -127,10 +128,12 @@ class OverheadBench:
         return Sample("single", round_, seconds, peak, _count_results(target / "run_results.json"), load, ok,
                       self._startup(launched, target / "logs" / "dbt.log", None))
 
-    def ours(self, round_: int, variant: str = "ours", entry: tuple[str, ...] = ("-m", "flows.production")) -> Sample:
+    def ours(self, round_: int, variant: str = "ours", entry: tuple[str, ...] = ("-m", "flows.production"),
+             extra: tuple[str, ...] = ()) -> Sample:
         home = self._fresh(f"{variant}-{round_}")
         log = self.logs / f"{variant}-{round_}.log"
-        argv = [sys.executable, *entry, "--environment", "local", "--project-dir", str(self.project), "--no-publish"]
+        argv = [sys.executable, *entry, "--environment", "local", "--project-dir", str(self.project), "--no-publish",
+                *extra]
         load = h.load_average()
         measured = h.run_measured(argv, {**self.env, "LAKEHOUSE_HOME": str(home)}, self.repo, log)
         merged = list((home / "work" / "local" / "runs").glob("*/run_results.json"))
@@ -138,6 +141,9 @@ class OverheadBench:
         dbt_log = home / "work" / "local" / "target" / "logs" / "dbt.log"
         return Sample(variant, round_, measured.seconds, measured.peak_rss, nodes, load, measured.returncode == 0,
                       self._startup(measured.started_at, dbt_log, log))
+
+    def dag(self, round_: int) -> Sample:
+        return self.ours(round_, "dag", extra=("--layer-mode", "dag"))
 
     def unposted(self, round_: int) -> Sample:
         return self.ours(round_, "unposted", (str(HERE / "_unposted_run.py"),))

@@ -24,16 +24,25 @@ def _generator():
     return module
 
 
-def parse(project: Path, schema: str, profile_name: str, tmp: Path, deps: bool = False):
-    profiles = tmp / f"profiles-{schema}"
+TARGETS = {
+    "duckdb": "type: duckdb\n      path: {tmp}/warehouse.duckdb",
+    # dbt-databricks parses offline: nothing connects until a command runs SQL
+    "databricks": "type: databricks\n      host: dummy.cloud.databricks.com\n      http_path: /sql/1.0/warehouses/abc\n"
+                  "      token: dapi-dummy\n      catalog: main",
+}
+
+
+def parse(project: Path, schema: str, profile_name: str, tmp: Path, deps: bool = False, adapter: str = "duckdb"):
+    profiles = tmp / f"profiles-{adapter}-{schema}"
     profiles.mkdir(exist_ok=True)
     (profiles / "profiles.yml").write_text(
-        f"{profile_name}:\n  target: local\n  outputs:\n    local:\n      type: duckdb\n"
-        f"      path: {tmp / 'warehouse.duckdb'}\n      schema: {schema}\n      threads: 1\n")
+        f"{profile_name}:\n  target: local\n  outputs:\n    local:\n      {TARGETS[adapter].format(tmp=tmp)}\n"
+        f"      schema: {schema}\n      threads: 1\n")
     common = ["--project-dir", str(project), "--profiles-dir", str(profiles), "--quiet"]
     if deps:
         assert dbtRunner().invoke(["deps", *common]).success
-    result = dbtRunner().invoke(["parse", "--no-write-json", *common, "--target-path", str(tmp / f"target-{schema}")])
+    result = dbtRunner().invoke(["parse", "--no-write-json", *common,
+                                 "--target-path", str(tmp / f"target-{adapter}-{schema}")])
     assert result.success, result.exception
     return result.result
 
@@ -70,12 +79,16 @@ def test_the_moved_manifest_equals_a_real_parse_of_the_version_on_a_generated_pr
         "the live manifest itself is left as it was"
 
 
-def test_the_moved_manifest_equals_a_real_parse_of_the_version_on_the_bundled_project(tmp_path):
+@pytest.mark.parametrize("adapter", ["duckdb", "databricks"])
+def test_the_moved_manifest_equals_a_real_parse_of_the_version_on_the_bundled_project(tmp_path, adapter):
     project = tmp_path / "project"
     shutil.copytree(ROOT / "dbt_project", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     check_project_files(project)
-    live = parse(project, LIVE, "lakehouse", tmp_path)
-    assert_same_manifest(version_manifest(live, LIVE, VERSION, "duckdb"), parse(project, VERSION, "lakehouse", tmp_path))
+    live = parse(project, LIVE, "lakehouse", tmp_path, adapter=adapter)
+    moved = version_manifest(live, LIVE, VERSION, adapter)
+    assert_same_manifest(moved, parse(project, VERSION, "lakehouse", tmp_path, adapter=adapter))
+    if adapter == "databricks":  # backtick-quoted relation names, in the catalog
+        assert moved.nodes["model.lakehouse.fct_orders"].relation_name == f"`main`.`{VERSION}`.`fct_orders`"
 
 
 SMALL_PROJECT = {

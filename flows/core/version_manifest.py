@@ -69,6 +69,7 @@ def version_manifest(live: Manifest, live_schema: str, version_schema: str, adap
     for saved_query in derived.saved_queries.values():
         if saved_query.exports:
             raise MustParse(f"saved query {saved_query.unique_id} has exports, whose schema comes from the target")
+    derived.build_flat_graph()  # jinja's `graph` (packages read it), as dbt builds it after a parse
     return derived
 
 
@@ -79,7 +80,7 @@ SHARED = {"macros", "files", "docs"}
 def _copy(live: Manifest) -> Manifest:
     """A copy whose nodes can move without touching live's. Not pickle: dbt 1.11's
     `Manifest.__reduce_ex__` leaves out `fixtures`, which shifts its lookups into the wrong fields.
-    Lookups and the flat graph start empty; dbt rebuilds them from the moved nodes."""
+    Lookups start empty (dbt rebuilds them on first use); the flat graph is built once moved."""
     fields: dict[str, Any] = {}
     for item in dataclasses.fields(live):
         if not item.init:

@@ -48,17 +48,16 @@ def prefect_server(tmp_path_factory):
 
 
 @contextmanager
-def saved_block(block, name: str):
-    """`block` saved as `name` on the session's server while inside; then the document that held
-    the name before is back, or none is. Other modules find the server's blocks as they left them."""
+def restored_block(block_class, name: str):
+    """Whatever is saved as `name` (a `block_class`) while inside, on exit the document that held the
+    name before is back, or none is. Other modules find the server's blocks as they left them."""
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
 
-    block_class = type(block)
     try:
         previous = block_class.load(name)
     except ValueError:  # "Unable to find block document named ..."
         previous = None
-    block.save(name, overwrite=True)
     try:
         yield
     finally:
@@ -66,8 +65,40 @@ def saved_block(block, name: str):
             previous.save(name, overwrite=True)
         else:
             with get_client(sync_client=True) as client:
-                document = client.read_block_document_by_name(name, block_class.get_block_type_slug())
-                client.delete_block_document(document.id)
+                try:
+                    document = client.read_block_document_by_name(name, block_class.get_block_type_slug())
+                except ObjectNotFound:  # nothing was saved under the name after all
+                    pass
+                else:
+                    client.delete_block_document(document.id)
+
+
+@contextmanager
+def saved_block(block, name: str):
+    """`block` saved as `name` on the session's server while inside; then, as restored_block, the
+    document that held the name before is back, or none is."""
+    with restored_block(type(block), name):
+        block.save(name, overwrite=True)
+        yield
+
+
+@contextmanager
+def saved_variable(name: str, value):
+    """The Prefect variable `name` holds `value` while inside; then its previous value and tags are
+    back, or it is gone again. Other modules find the server's variables as they left them."""
+    from prefect.client.orchestration import get_client
+    from prefect.variables import Variable
+
+    with get_client(sync_client=True) as client:
+        previous = client.read_variable_by_name(name)
+    Variable.set(name, value, overwrite=True)
+    try:
+        yield
+    finally:
+        if previous is None:
+            Variable.unset(name)
+        else:
+            Variable.set(name, previous.value, tags=previous.tags, overwrite=True)
 
 
 API_PAGE = 200  # the most the Prefect API answers in one read (PREFECT_API_DEFAULT_LIMIT)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import read_all, saved_block, saved_variable
 from deployments import automations
 from reliability.helpers import wait_for
 from test_deployments import REPO, deploy, read_deployment
@@ -64,9 +65,16 @@ def slack_block(prefect_server, slack_receiver):
     from prefect_slack import SlackWebhook
 
     url, received = slack_receiver
-    name = automations.load().slack_webhook_block
-    SlackWebhook(url=url).save(name, overwrite=True)
-    return received
+    with saved_block(SlackWebhook(url=url), automations.load().slack_webhook_block):
+        yield received
+
+
+@pytest.fixture
+def branch_variable(prefect_server):
+    """The deployments' pull steps clone the branch the variable lakehouse_branch names (read when a
+    run starts): `main`, the git_checkout's branch, while the test runs."""
+    with saved_variable("lakehouse_branch", "main"):
+        yield
 
 
 def the_one_slack_message_naming(received: list[str], needle: str) -> str:
@@ -178,27 +186,29 @@ def test_apply_without_the_slack_block_says_how_to_create_it(prefect_server, tmp
     assert "no Slack Incoming Webhook block named 'no-such-block'" in result.stderr
 
 
-def _automations_by_name() -> dict[str, int]:
+def _automations_by_name(names) -> dict[str, int]:
+    """How many automations on the server carry each of `names` (every page of them)."""
     from prefect.client.orchestration import get_client
+    from prefect.events.filters import AutomationFilter, AutomationFilterName
 
+    names = list(names)
     with get_client(sync_client=True) as client:
-        names = [a.name for a in client.read_automations()]
-    return {name: names.count(name) for name in names}
+        found = [a.name for a in read_all(client.read_automations,
+                                          automations=AutomationFilter(name=AutomationFilterName(any_=names)))]
+    return {name: found.count(name) for name in names}
 
 
-def test_failing_run_posts_exactly_one_slack_message(slack_block, git_checkout, lakehouse_home):
+def test_failing_run_posts_exactly_one_slack_message(slack_block, branch_variable, git_checkout, lakehouse_home):
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
-    from prefect.variables import Variable
 
     config = automations.load()
     first = automations.apply(config)
     assert automations.apply(config) == {a.name: "unchanged" for a in config.automations}
     assert set(first.values()) <= {"created", "updated", "unchanged"}
-    counts = _automations_by_name()
-    assert all(counts[a.name] == 1 for a in config.automations), counts
+    counts = _automations_by_name(a.name for a in config.automations)
+    assert all(count == 1 for count in counts.values()), counts
 
-    Variable.set("lakehouse_branch", "main", overwrite=True)
     deploy("adhoc-prod")
     # A real deployment whose parameters make it fail before any dbt work: prod without confirm_prod.
     # The run goes to a queue of its own, the only one the worker polls: the pool's default queue

@@ -23,17 +23,12 @@ from flows.core.warehouse import DuckDBWarehouse
 from flows.production import production_run
 from land import land_new_data
 from prefect.filesystems import LocalFileSystem
-from reliability.helpers import live_data, view_targets
+from reliability.helpers import live_data, sql, view_targets
 
 
 @pytest.fixture(scope="module")
 def home(module_home):
     return module_home
-
-
-def _sql(home: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(home / "warehouse.duckdb")) as connection:
-        return connection.execute(sql).fetchall()
 
 
 def _live_data(home: Path) -> dict:
@@ -43,7 +38,7 @@ def _live_data(home: Path) -> dict:
 
 
 def _change_customer(home: Path, email: str) -> None:
-    _sql(home, f"update raw.customers set email = '{email}', updated_at = now()::timestamp + interval 1 second, "
+    sql(home, f"update raw.customers set email = '{email}', updated_at = now()::timestamp + interval 1 second, "
                "_loaded_at = now()::timestamp where customer_id = 1")
 
 
@@ -71,11 +66,11 @@ def three_versions(home):
 
 def test_snapshot_keeps_history_and_incremental_keeps_rows_across_versions(home, three_versions):
     assert len(set(three_versions)) == 3
-    history = _sql(home, "select email from main_snapshots.snap_customers where customer_id = 1 order by dbt_valid_from")
+    history = sql(home, "select email from main_snapshots.snap_customers where customer_id = 1 order by dbt_valid_from")
     assert len(history) == 3 and history[-1][0] == "changed-2@example.com"
-    assert _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+    assert sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
     first_version_schema = f"main__{three_versions[0]}"
-    kept = _sql(home, f"select count(*) from main.fct_orders where order_id in "
+    kept = sql(home, f"select count(*) from main.fct_orders where order_id in "
                       f"(select order_id from {first_version_schema}.fct_orders)")[0][0]
     assert kept == 2000
 
@@ -116,10 +111,10 @@ def test_kept_docs_name_live_relations_and_every_kept_page_opens_in_chromium(hom
 def test_rollback_and_prune(home, three_versions):
     v1, v2, v3 = three_versions
     rollback(environment="local")
-    assert _live_id(home) == v2 and _sql(home, "select count(*) from main.fct_orders")[0][0] == 2025
-    assert len(_sql(home, "select * from main_snapshots.snap_customers where customer_id = 1")) == 3
+    assert _live_id(home) == v2 and sql(home, "select count(*) from main.fct_orders")[0][0] == 2025
+    assert len(sql(home, "select * from main_snapshots.snap_customers where customer_id = 1")) == 3
     rollback(environment="local", to_version=v3)
-    assert _live_id(home) == v3 and _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+    assert _live_id(home) == v3 and sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
 
     assert prune_versions(environment="local", keep=2) == [v1]
     listing = {v["version"]: v["status"] for v in list_versions(environment="local")}
@@ -128,23 +123,23 @@ def test_rollback_and_prune(home, three_versions):
         rollback(environment="local", to_version=v1)
     with pytest.raises(VersionError, match=r"'v-nope'.*is unknown; versions that exist"):
         rollback(environment="local", to_version="v-nope")
-    assert _sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
+    assert sql(home, "select count(*) from main.fct_orders")[0][0] == 2050
 
 
 def test_failing_test_in_new_version_leaves_live_untouched(home, three_versions):
     before, live_before = _live_data(home), _live_id(home)
-    _sql(home, "insert into raw.orders select * replace (null as customer_id, order_id + 1000000 as order_id, "
+    sql(home, "insert into raw.orders select * replace (null as customer_id, order_id + 1000000 as order_id, "
                "now()::timestamp as _loaded_at) from raw.orders limit 1")
     try:
         state = _run()
         # The failing test is named even when dbt raises after its fail-fast stop (dbt._FailedNodes).
         assert state.is_failed() and "not_null" in state.message, state.message
     finally:
-        _sql(home, "delete from raw.orders where order_id > 1000000")
+        sql(home, "delete from raw.orders where order_id > 1000000")
     assert _live_data(home) == before and _live_id(home) == live_before
     registry = json.loads((home / "state" / "local" / "versions.json").read_text())
     failed = [v for v in registry["versions"] if v["status"] == "failed"]
-    assert failed and not _sql(home, f"select schema_name from information_schema.schemata "
+    assert failed and not sql(home, f"select schema_name from information_schema.schemata "
                                      f"where schema_name like 'main__{failed[-1]['id']}%'")
 
 
@@ -160,7 +155,7 @@ def test_publish_off_builds_and_tests_a_version_but_leaves_live_and_state_alone(
     registry = json.loads((home / "state" / "local" / "versions.json").read_text())
     kept = registry["versions"][-1]
     assert kept["status"] == "kept" and "publish=False" in kept["note"]
-    assert _sql(home, f"select count(*) from information_schema.tables where table_schema = 'main__{kept['id']}'")[0][0]
+    assert sql(home, f"select count(*) from information_schema.tables where table_schema = 'main__{kept['id']}'")[0][0]
     # the next published run rebuilds what is fresher than live, not than the unpublished build
     state = _run()
     assert state.is_completed() and state.message != "nothing to rebuild", state.message
@@ -190,17 +185,17 @@ def test_audit_refuses_a_shrinking_relation_and_a_snapshot_of_a_model_keeps_its_
     state = _run(project_dir=project, freshness_gate=False)
     assert state.is_completed(), state.message
     snapshot_sql = "select * from main_snapshots.snap_order_items order by all"
-    history = _sql(home, snapshot_sql)  # taken after the flip, from the published version
-    assert len(history) == _sql(home, "select count(*) from main.stg_order_items")[0][0] > 0
+    history = sql(home, snapshot_sql)  # taken after the flip, from the published version
+    assert len(history) == sql(home, "select count(*) from main.stg_order_items")[0][0] > 0
     before, live_before = _live_data(home), _live_id(home)
-    _sql(home, "create table raw.order_items_backup as select * from raw.order_items")
-    _sql(home, "delete from raw.order_items where order_item_id % 5 <> 0")
+    sql(home, "create table raw.order_items_backup as select * from raw.order_items")
+    sql(home, "delete from raw.order_items where order_item_id % 5 <> 0")
     try:
         state = _run(project_dir=project, freshness_gate=False)
         assert state.is_failed() and "audit refused the flip" in state.message and "shrank" in state.message
         assert _live_data(home) == before and _live_id(home) == live_before
         # the refused version closed no row of the snapshot's history (hard_deletes would have)
-        assert _sql(home, snapshot_sql) == history
+        assert sql(home, snapshot_sql) == history
         # the run summary shows the count table, with the refused relation's live and new counts
         (summary,) = [a for a in artifacts_of(state.state_details.flow_run_id) if a.key == artifact_key("local", "run-summary")]
         assert "## Publish audit (row counts, live → new)" in summary.data
@@ -210,7 +205,7 @@ def test_audit_refuses_a_shrinking_relation_and_a_snapshot_of_a_model_keeps_its_
         assert state.is_completed(), state.message
         assert _live_id(home) != live_before and _live_data(home) != before
     finally:
-        _sql(home, "delete from raw.order_items; insert into raw.order_items select * from raw.order_items_backup; "
+        sql(home, "delete from raw.order_items; insert into raw.order_items select * from raw.order_items_backup; "
                    "drop table raw.order_items_backup")
 
 
@@ -290,7 +285,7 @@ def test_generate_schema_name_for_env_on_prod_is_refused_before_any_dbt_work(hom
     project = tmp_path / "project"
     shutil.copytree(BUNDLED_PROJECT, project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     (project / "macros" / "generate_schema_name.sql").write_text(FOR_ENV_MACRO)
-    schemas_before = _sql(home, "select schema_name from information_schema.schemata order by 1")
+    schemas_before = sql(home, "select schema_name from information_schema.schemata order by 1")
     live_before = _live_data(home)
     prod = DbtEnvironment(adapter="duckdb", schema_name="main", blue_green=BlueGreenSettings(enabled=True))
     with saved_block(prod, "prod"):
@@ -301,6 +296,6 @@ def test_generate_schema_name_for_env_on_prod_is_refused_before_any_dbt_work(hom
     assert "model.lakehouse.fct_revenue → schema finance" in message and "fct_payments_daily" in message
     assert "generate_schema_name" in message and "target named `prod`" in message
     # no dbt work touched the warehouse, and no version was started
-    assert _sql(home, "select schema_name from information_schema.schemata order by 1") == schemas_before
+    assert sql(home, "select schema_name from information_schema.schemata order by 1") == schemas_before
     assert _live_data(home) == live_before
     assert not (home / "state" / "prod" / "versions.json").exists()

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import stat
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,9 @@ from blocks.environment import (
     DbtEnvironment, EnvironmentConfigError, UnknownEnvironment, UnsafeIdentifier, load_environment,
 )
 from blocks.profile import rendered_profile
-from blocks.register import DEFAULT_FILE, RegistrationError, register
+from blocks.register import DEFAULT_FILE, RegistrationError, read_spec, register
 
-from conftest import BUNDLED_PROJECT, REPO, paths_holding
+from conftest import BUNDLED_PROJECT, REPO, paths_holding, read_all, restored_block
 
 PAT_CANARY = "dapi-CANARY-pat-7f3a9e"
 OAUTH_CANARY = "CANARY-oauth-secret-51c2"
@@ -33,6 +34,27 @@ SECRETS = {
     "DATABRICKS_STAGING_CLIENT_SECRET": STAGING_CANARY,
     "SLACK_WEBHOOK_URL": SLACK_CANARY,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registered_blocks_restored(prefect_server):
+    """The tests here register the shipped file, overwriting the session server's environments,
+    credentials, state stores and Slack webhook with canaries: after the module every one of those
+    blocks is as other modules left it (or absent again)."""
+    from prefect.filesystems import RemoteFileSystem
+    from prefect_databricks import DatabricksCredentials
+    from prefect_slack import SlackWebhook
+
+    spec = read_spec(DEFAULT_FILE)
+    # Environments last: on exit they are restored (or deleted) first, before the blocks they reference.
+    blocks = [*((DatabricksCredentials, name) for name in spec.credentials),
+              *((RemoteFileSystem, name) for name in spec.state_stores),
+              *((SlackWebhook, name) for name in spec.slack_webhooks),
+              *((DbtEnvironment, name) for name in spec.environments)]
+    with ExitStack() as restores:
+        for block_class, name in blocks:
+            restores.enter_context(restored_block(block_class, name))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +126,8 @@ def test_secrets_only_in_secret_fields(registered):
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        documents = client.read_block_documents(include_secrets=True)
-        hidden = client.read_block_documents(include_secrets=False)
+        documents = read_all(client.read_block_documents, include_secrets=True)
+        hidden = read_all(client.read_block_documents, include_secrets=False)
     allowed = {"token", "client_secret", "url"}
     for document in documents:
         for path in paths_holding(document.data, (PAT_CANARY, OAUTH_CANARY, STAGING_CANARY, SLACK_CANARY)):
@@ -145,7 +167,7 @@ def _block_documents() -> dict:
 
     with get_client(sync_client=True) as client:
         return {(d.name, d.block_type.slug if d.block_type else None): (d.updated, json.dumps(d.data, default=str))
-                for d in client.read_block_documents(include_secrets=True)}
+                for d in read_all(client.read_block_documents, include_secrets=True)}
 
 
 @pytest.fixture
@@ -190,7 +212,7 @@ def test_registration_rejects_unsafe_schema(tmp_path, monkeypatch, nothing_regis
         register(path)
 
 
-def test_registration_refuses_a_databricks_environment_without_a_catalog(tmp_path, monkeypatch):
+def test_registration_refuses_a_databricks_environment_without_a_catalog(tmp_path, monkeypatch, nothing_registered):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     path = _write_spec(tmp_path, lambda s: s["environments"]["staging"].pop("catalog"))
@@ -198,7 +220,7 @@ def test_registration_refuses_a_databricks_environment_without_a_catalog(tmp_pat
         register(path)
 
 
-def test_registration_refuses_credentials_of_two_kinds(tmp_path, monkeypatch):
+def test_registration_refuses_credentials_of_two_kinds(tmp_path, monkeypatch, nothing_registered):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     path = _write_spec(tmp_path, lambda s: s["credentials"]["databricks-dev"].update(tenant_id="tenant-guid"))

@@ -19,6 +19,7 @@ import pytest
 from flows.adhoc import adhoc_dbt
 from flows.production import production_run
 from flows.slim_ci import slim_ci
+from reliability.helpers import downstream, sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -47,21 +48,6 @@ def _built(home: Path) -> set[str]:
             if r["unique_id"].split(".")[0] in {"model", "seed", "snapshot"} and r["status"] == "success"}
 
 
-def _query(home: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(home / "warehouse.duckdb")) as connection:
-        return connection.execute(sql).fetchall()
-
-
-def _downstream(manifest: dict, start: str) -> set[str]:
-    seen, stack = set(), [start]
-    while stack:
-        for child in manifest["child_map"].get(stack.pop(), []):
-            if child.split(".")[0] in {"model", "seed", "snapshot"} and child not in seen:
-                seen.add(child)
-                stack.append(child)
-    return seen
-
-
 @pytest.fixture(scope="module")
 def full_run(generated):
     summary, home = generated
@@ -78,7 +64,7 @@ def test_full_blue_green_run_publishes_every_resource_type(full_run):
     materialised = {u for u, n in manifest["nodes"].items()
                     if n["resource_type"] in {"model", "seed", "snapshot"} and n["config"]["materialized"] != "ephemeral"}
     assert materialised <= built, sorted(materialised - built)[:5]
-    live = {name for (name,) in _query(home, "select table_name from information_schema.tables "
+    live = {name for (name,) in sql(home, "select table_name from information_schema.tables "
                                              "where table_schema = 'main'")}
     for relation in ("dim_entities_v1", "dim_entities_v2", "utils_numbers", "metricflow_time_spine",
                      f"stg_{summary['sources'][1]}__python", f"int_{summary['sources'][1]}__microbatch"):
@@ -86,7 +72,7 @@ def test_full_blue_green_run_publishes_every_resource_type(full_run):
     results = _latest(home, "run_results.json")["results"]
     assert {r["status"] for r in results if r["unique_id"].startswith(("test.", "unit_test."))} == {"pass"}
     assert any(r["unique_id"].startswith("unit_test.") for r in results)
-    assert _query(home, "select count(*) from main_snapshots.snap_stg_" + summary["sources"][1])[0][0] > 0
+    assert sql(home, "select count(*) from main_snapshots.snap_stg_" + summary["sources"][1])[0][0] > 0
 
 
 def test_a_gated_run_after_one_source_lands_rebuilds_only_its_downstream(full_run):
@@ -96,7 +82,7 @@ def test_a_gated_run_after_one_source_lands_rebuilds_only_its_downstream(full_ru
     state = production_run(environment="local", project_dir=summary["project_dir"], return_state=True)
     assert state.is_completed(), state.message
     manifest = _latest(home, "manifest.json")
-    expected = {u for u in _downstream(manifest, f"source.bench.raw.{source}")
+    expected = {u for u in downstream(manifest, f"source.bench.raw.{source}", include_start=False)
                 if manifest["nodes"][u]["config"]["materialized"] != "ephemeral"}
     assert expected and _built(home) == expected
     assert source not in summary["sources"][::5], "this source should configure no freshness: its signal is what changed"
@@ -121,7 +107,7 @@ def test_slim_ci_of_a_one_model_change(full_run, tmp_path):
     model.write_text(model.read_text().replace("    source._loaded_at\n", "    source._loaded_at,\n    1 as pr_column\n"))
     outcome = slim_ci(pr_number=3, environment="local", base_environment="local", project_dir=str(project))
     assert outcome.startswith("passed")
-    columns = {c for (c,) in _query(home, "select column_name from information_schema.columns "
+    columns = {c for (c,) in sql(home, "select column_name from information_schema.columns "
                                           f"where table_schema = 'main_pr_3' and table_name = '{changed}'")}
     assert "pr_column" in columns
 

@@ -7,7 +7,8 @@ import json
 
 from flows.core.layers import ALL_LAYERS
 from flows.production import production_run
-from test_production import FIXTURE_PROJECT, _land_fixture, _query, _write_project
+from reliability.helpers import sql as _query
+from test_production import FIXTURE_PROJECT, _land_fixture, _write_project
 
 # A mart that reads only stg_places: in "dag" mode it does not wait for stg_people's test.
 PROJECT = {**FIXTURE_PROJECT, "models/marts/fct_places.sql": "select count(*) as places from {{ ref('stg_places') }}"}

@@ -14,7 +14,7 @@ from conftest import artifacts_of, flow_run_logs
 from flows.core.artifacts import artifact_key
 from flows.production import production_run
 from land import land_new_data
-from reliability.helpers import view_targets
+from reliability.helpers import sql, view_targets
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,6 @@ def full_run(home):
     state = production_run(environment="local", return_state=True)
     assert state.is_completed(), state.message
     return state
-
-
-def _query(home: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(home / "warehouse.duckdb")) as connection:
-        return connection.execute(sql).fetchall()
 
 
 def _latest(home: Path, name: str) -> dict:
@@ -48,11 +43,11 @@ def _rebuilt(home: Path) -> set[str]:
 def test_full_run_leaves_tables_snapshots_docs_state_and_artifacts(home, full_run):
     manifest = _latest(home, "manifest.json")
     models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
-    live = {name for (name,) in _query(home, "select table_name from information_schema.tables "
+    live = {name for (name,) in sql(home, "select table_name from information_schema.tables "
                                              "where table_schema in ('main', 'main_finance')")}
     assert models <= live
-    assert _query(home, "select count(*) from main.fct_orders")[0][0] == 2000
-    assert _query(home, "select count(*) from main_snapshots.snap_customers")[0][0] == 300
+    assert sql(home, "select count(*) from main.fct_orders")[0][0] == 2000
+    assert sql(home, "select count(*) from main_snapshots.snap_customers")[0][0] == 300
     docs_page = (home / "state" / "local" / "latest" / "docs" / "static_index.html").read_text()
     assert len(docs_page) > 10_000 and '"compiled": true' in docs_page  # compiled SQL kept from the builds
     for name in ("manifest.json", "sources.json", "run_results.json"):
@@ -99,7 +94,7 @@ def test_nothing_fresher_builds_nothing(home, full_run):
 def test_full_refresh_bypasses_the_gate_and_a_warn_level_stale_source_is_logged(home, full_run):
     """Nothing is fresher, yet full_refresh rebuilds every model and seed; raw.payments, 30 hours old
     (warn_after 24 h, error_after 72 h), is logged as a warning and the run goes on."""
-    _query(home, "update raw.payments set _loaded_at = now()::timestamp - interval 30 hours")
+    sql(home, "update raw.payments set _loaded_at = now()::timestamp - interval 30 hours")
     state = production_run(environment="local", full_refresh=True, return_state=True)
     assert state.is_completed() and state.message != "nothing to rebuild", state.message
     manifest = _latest(home, "manifest.json")
@@ -124,13 +119,13 @@ def test_landing_one_source_rebuilds_exactly_its_downstream(home, full_run):
                 frontier.append(child)
     expected = {u for u in downstream if u.split(".")[0] in {"model", "seed", "snapshot"}}
     assert _rebuilt(home) == expected
-    assert _query(home, "select count(*) from main.fct_orders")[0][0] == 2010
+    assert sql(home, "select count(*) from main.fct_orders")[0][0] == 2010
     # per-relation pointers: exactly the rebuilt relations' live views moved to the new version;
     # every other live view still reads the version it read before
     views_after = view_targets(home)
     rebuilt_views = {f"{manifest['nodes'][u]['schema']}.{manifest['nodes'][u]['alias']}"
                      for u in expected if not u.startswith("snapshot.")}
-    moved = {view for view, sql in views_after.items() if views_before.get(view) != sql}
+    moved = {view for view, text in views_after.items() if views_before.get(view) != text}
     assert moved and moved == rebuilt_views & views_after.keys(), (moved, rebuilt_views)
     assert len(views_after) > len(moved) and views_after.keys() == views_before.keys()
 
@@ -201,7 +196,7 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     state = production_run(environment="local", project_dir=str(project), keep_failed_version=True,
                            return_state=True)
     assert state.is_failed() and "not_null_stg_people_place_id" in state.message
-    tables = {t for (t,) in _query(lakehouse_home, "select table_name from information_schema.tables")}
+    tables = {t for (t,) in sql(lakehouse_home, "select table_name from information_schema.tables")}
     assert "int_people_places" not in tables and "fct_people" not in tables
     artifacts = _artifacts_by_key(state)
     (summary,) = artifacts[artifact_key("local", "run-summary")]
@@ -209,7 +204,7 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     assert "not_null_stg_people_place_id" in summary.data and "compiled" in failures.data
     # keep_failed_version: the failed version's schema is still there, with what its staging layer built
     kept = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())["versions"][-1]["id"]
-    assert ("stg_people",) in _query(lakehouse_home, "select table_name from information_schema.tables "
+    assert ("stg_people",) in sql(lakehouse_home, "select table_name from information_schema.tables "
                                                       f"where table_schema = 'main__{kept}'")
 
     _land_fixture(warehouse, broken=False)
@@ -222,7 +217,7 @@ def test_failing_staging_test_stops_before_intermediate_and_retry_reruns_only_fa
     redo = {r["unique_id"] for r in first["results"] if r["status"] in {"error", "fail", "skipped"}}
     assert {r["unique_id"] for r in second["results"]} == redo
     assert any("not_null_stg_people_place_id" in u for u in redo)
-    assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
+    assert sql(lakehouse_home, "select people from main.fct_people") == [(2,)]
 
 
 def test_a_retry_whose_failed_version_was_dropped_starts_over_in_a_new_version(lakehouse_home, tmp_path):
@@ -233,7 +228,7 @@ def test_a_retry_whose_failed_version_was_dropped_starts_over_in_a_new_version(l
     assert state.is_failed()
     registry = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())
     (dropped,) = [v["id"] for v in registry["versions"] if v["status"] == "failed"]
-    assert not _query(lakehouse_home, f"select schema_name from information_schema.schemata "
+    assert not sql(lakehouse_home, f"select schema_name from information_schema.schemata "
                                       f"where schema_name like 'main__{dropped}%'"), "the failed version was kept"
 
     _land_fixture(warehouse, broken=False)
@@ -241,7 +236,7 @@ def test_a_retry_whose_failed_version_was_dropped_starts_over_in_a_new_version(l
     assert retried.is_completed(), retried.message
     registry = json.loads((lakehouse_home / "state" / "local" / "versions.json").read_text())
     assert registry["live"] != dropped
-    assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
+    assert sql(lakehouse_home, "select people from main.fct_people") == [(2,)]
 
 
 # --- a second stock project: its own layout, no intermediate folder, no sources ----------------
@@ -277,10 +272,10 @@ def test_runs_unchanged_on_another_stock_project(lakehouse_home, tmp_path):
     project = _write_project(tmp_path / "shop", STOCK_PROJECT)
     state = production_run(environment="local", project_dir=str(project), return_state=True)
     assert state.is_completed(), state.message
-    assert _query(lakehouse_home, "select sum(amount_eur) from main.sales_in_eur") == [(28.0,)]
+    assert sql(lakehouse_home, "select sum(amount_eur) from main.sales_in_eur") == [(28.0,)]
     # a snapshot of a model keeps its history outside the versions, like every snapshot
-    assert _query(lakehouse_home, "select count(*) from main_snapshots.sales_history") == [(2,)]
-    assert not _query(lakehouse_home, "select 1 from information_schema.tables where table_name = 'sales_history' "
+    assert sql(lakehouse_home, "select count(*) from main_snapshots.sales_history") == [(2,)]
+    assert not sql(lakehouse_home, "select 1 from information_schema.tables where table_name = 'sales_history' "
                                       "and table_schema <> 'main_snapshots'")
 
 
@@ -319,8 +314,8 @@ def _untouched(lakehouse_home: Path) -> dict:
     included) and every row of every warehouse table."""
     store = lakehouse_home / "state" / "local"
     files = {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
-    tables = _query(lakehouse_home, "select table_schema, table_name from information_schema.tables")
-    rows = {(schema, name): sorted(map(str, _query(lakehouse_home, f'select * from "{schema}"."{name}"')))
+    tables = sql(lakehouse_home, "select table_schema, table_name from information_schema.tables")
+    rows = {(schema, name): sorted(map(str, sql(lakehouse_home, f'select * from "{schema}"."{name}"')))
             for schema, name in tables}
     return {"files": files, "rows": rows}
 
@@ -362,7 +357,7 @@ def test_a_code_change_rebuilds_its_downstream_when_no_source_is_fresher(lakehou
     assert planned == {"model.gated.people": "changed since the last build: models/people.sql",
                        "model.gated.people_count": "downstream of changed people"}
     assert run() == set(planned)  # the plan is what the next real run builds
-    assert _query(lakehouse_home, "select tag from main.people") == [("x",)]
+    assert sql(lakehouse_home, "select tag from main.people") == [("x",)]
     assert run() == set()
 
 
@@ -408,7 +403,7 @@ def test_a_source_dated_by_loaded_at_query_rebuilds_only_its_downstream(lakehous
     planned = _plan_only(lakehouse_home, project, monkeypatch)
     assert planned == {"model.query_dated.events_daily": "downstream of fresher source landing.events"}
     assert run() == set(planned)
-    assert _query(lakehouse_home, "select events from main.events_daily") == [(2,)]
+    assert sql(lakehouse_home, "select events from main.events_daily") == [(2,)]
 
 
 def test_a_source_without_loaded_at_field_is_dated_only_where_the_adapter_reads_table_metadata():

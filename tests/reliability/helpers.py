@@ -33,6 +33,18 @@ def sql(home: Path, statement: str) -> list[tuple]:
         return connection.execute(statement).fetchall()
 
 
+def downstream(manifest: dict, start: str, *, include_start: bool) -> set[str]:
+    """Every model, seed and snapshot built from `start` at any depth, read from the manifest's child
+    map (independently of dbt's selectors); `start` itself is in it only with include_start."""
+    seen, stack = {start} if include_start else set(), [start]
+    while stack:
+        for child in manifest["child_map"].get(stack.pop(), []):
+            if child.split(".")[0] in {"model", "seed", "snapshot"} and child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
 def schemas(home: Path) -> set[str]:
     return {s for (s,) in sql(home, "select schema_name from information_schema.schemata "
                                     "where catalog_name = current_database()")}

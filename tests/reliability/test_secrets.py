@@ -34,7 +34,7 @@ from blocks.environment import BlueGreenSettings, DbtEnvironment, load_environme
 from blocks.profile import PROFILE_DIR_PREFIX, rendered_profile
 from flows.production import production_run
 
-from conftest import artifacts_of, flow_run_logs, paths_holding, record_timing, saved_block
+from conftest import artifacts_of, flow_run_logs, paths_holding, read_all, record_timing, saved_block
 from .helpers import BUNDLED_PROJECT, copy_home
 
 CANARY = f"dapi-RELIABILITY-CANARY-{uuid.uuid4().hex}"
@@ -218,9 +218,9 @@ def test_canary_not_in_run_states_logs_or_artifacts(exercised):
 def test_canary_only_in_the_credentials_token_field(exercised):
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        revealed = client.read_block_documents(include_secrets=True)
-        hidden = client.read_block_documents(include_secrets=False)
+    with get_client(sync_client=True) as client:  # every document, every page: a leak may be in any of them
+        revealed = read_all(client.read_block_documents, include_secrets=True)
+        hidden = read_all(client.read_block_documents, include_secrets=False)
     holders = [(d.name, path) for d in revealed for path in paths_holding(d.data, CANARY)]
     assert holders, "the canary is not registered at all"
     assert all(path[-1] == "token" for _, path in holders), holders

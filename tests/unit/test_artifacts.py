@@ -10,7 +10,7 @@ from flows.core.artifacts import (
     Regression, RunReport, artifact_key, failures_markdown, find_regressions, markdown_table, model_timings,
     slowest_trends, sparkline, summary_markdown, timing_samples,
 )
-from flows.core.state_store import ModelTimings, TimingSample
+from flows.core.state_store import TIMING_HISTORY, ModelTimings, TimingSample
 from flows.core.dbt import NodeResult, StepResult
 from flows.core.freshness import SourceFreshness
 from flows.core.versions import AuditRow
@@ -50,6 +50,30 @@ def test_a_regression_is_three_times_the_median_of_enough_history():
     assert found == [Regression("orders", 10.0, 3.0)] and round(found[0].factor, 2) == 3.33
     assert find_regressions(report(), {"model.shop.orders": ModelTimings(None, [2.0, 3.0])}) == []  # too little history
     assert Regression("x", 1.0, 0.0).factor == float("inf")
+    # "More than 3x": a hair under 3x and exactly 3x are not flagged, just over is.
+    median_3 = {"model.shop.orders": ModelTimings("c1", [2.0, 3.0, 3.0], [None] * 3)}
+    assert find_regressions(_orders_run(8.99), median_3, {"model.shop.orders": "c1"}) == []
+    assert find_regressions(_orders_run(9.0), median_3, {"model.shop.orders": "c1"}) == []
+    assert find_regressions(_orders_run(9.01), median_3, {"model.shop.orders": "c1"}) == [Regression("orders", 9.01, 3.0)]
+
+
+def _orders_run(seconds: float) -> RunReport:
+    """A run that built one model, orders, in `seconds`."""
+    run = RunReport("prod")
+    run.record("build", StepResult("build", True, seconds, [result("orders", seconds=seconds)]))
+    return run
+
+
+def test_the_regression_baseline_is_the_median_of_the_last_ten_runs_only():
+    # 20 slow runs, then 10 fast ones, recorded as the state store records each run's sample: the
+    # slow ones have left the window, so 3.5 s is a regression of the fast median (1 s), though the
+    # median over all 30 runs (10 s) would hide it.
+    history = ModelTimings()
+    for seconds in [10.0] * 20 + [1.0] * TIMING_HISTORY:
+        history = history.with_sample(TimingSample(seconds, "c1"))
+    assert TIMING_HISTORY == 10 and history.seconds == [1.0] * 10  # the README's "last 10 runs"
+    found = find_regressions(_orders_run(3.5), {"model.shop.orders": history}, {"model.shop.orders": "c1"})
+    assert found == [Regression("orders", 3.5, 1.0)]
 
 
 def test_a_model_whose_code_changed_is_not_a_regression_of_the_old_code():

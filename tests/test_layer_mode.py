@@ -7,7 +7,7 @@ import json
 
 from flows.core.layers import ALL_LAYERS
 from flows.production import production_run
-from reliability.helpers import sql as _query
+from reliability.helpers import sql
 from test_production import FIXTURE_PROJECT, _land_fixture, _write_project
 
 # A mart that reads only stg_places: in "dag" mode it does not wait for stg_people's test.
@@ -15,7 +15,7 @@ PROJECT = {**FIXTURE_PROJECT, "models/marts/fct_places.sql": "select count(*) as
 
 
 def _version_tables(home, version: str) -> set[str]:
-    return {t for (t,) in _query(home, "select table_name from information_schema.tables "
+    return {t for (t,) in sql(home, "select table_name from information_schema.tables "
                                        f"where table_schema = 'main__{version}'")}
 
 
@@ -37,11 +37,11 @@ def test_dag_mode_tests_each_model_before_its_downstream_in_one_build(lakehouse_
     statuses = {r["unique_id"].split(".")[-1]: r["status"]
                 for r in json.loads((run_dir / "steps" / next(iter(steps))).read_text())["results"]}
     assert statuses["int_people_places"] == "skipped" and statuses["fct_places"] == "success"
-    assert not _query(lakehouse_home, "select table_name from information_schema.tables "
+    assert not sql(lakehouse_home, "select table_name from information_schema.tables "
                                       "where table_schema = 'main' and table_name = 'fct_places'")  # live untouched
 
     _land_fixture(warehouse, broken=False)
     state = production_run(environment="local", project_dir=str(project), layer_mode="dag", return_state=True)
     assert state.is_completed(), state.message
-    assert _query(lakehouse_home, "select people from main.fct_people") == [(2,)]
-    assert _query(lakehouse_home, "select places from main.fct_places")[0][0] > 0
+    assert sql(lakehouse_home, "select people from main.fct_people") == [(2,)]
+    assert sql(lakehouse_home, "select places from main.fct_places")[0][0] > 0

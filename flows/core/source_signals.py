@@ -8,7 +8,7 @@ the run's state, and compares it with the one the last published build saved:
 
 - **Databricks, Unity Catalog:** `information_schema.tables.last_altered`, which dbt-databricks
   itself reads as a relation's last modification for metadata-based freshness
-  (`get_relation_last_modified`). One query per catalog, not per table, all over one connection.
+  (`get_relation_last_modified`). One query per catalog, not per table.
 - **DuckDB:** the row count and the sum of every row's hash: a full scan, which DuckDB does at
   about 15 M rows a second on one core (1 M rows in 0.06 s here), so it costs little next to the
   builds that read the same rows. A signal equal to last time means the same rows. One connection

@@ -88,7 +88,8 @@ class _FailedNodes:
         ))
 
 
-def _log(message: str) -> None:
+def run_log(message: str) -> None:
+    """Info to the flow run's log in a run (the UI shows it), else to this module's logger."""
     from prefect.exceptions import MissingContextError
     from prefect.logging import get_logger, get_run_logger
 
@@ -243,9 +244,9 @@ class DbtProject:
         try:
             derived = version_manifest(live, other.profile.schema, self.profile.schema, str(live.metadata.adapter_type))
         except MustParse as reason:
-            _log(f"Parsing the project again for schema {self.profile.schema}: {reason}.")
+            run_log(f"Parsing the project again for schema {self.profile.schema}: {reason}.")
             return None
-        _log(f"Schema {self.profile.schema}: the parse of {other.profile.schema} moved there (dbt's default schema "
+        run_log(f"Schema {self.profile.schema}: the parse of {other.profile.schema} moved there (dbt's default schema "
              "macros, nothing reads the schema while parsing), no second parse.")
         return derived
 
@@ -287,8 +288,9 @@ class DbtProject:
             # prefect-dbt's runner parses again, without the tag: one exact selector per node instead
             command = replace(command, nodes=frozenset(), indirect_selection="empty",
                               select=tuple(sorted(self.node_selector(i) for i in command.nodes)))
-        tagged = self.manifest_nodes(command.nodes) if isinstance(command, DbtCommand) else []
+        tagged: list[Any] = []
         if isinstance(command, DbtCommand):
+            tagged = self.manifest_nodes(command.nodes)
             # vars and threads are the project's own (_argv adds them), unless the command sets others
             words, argv_of_command = command.words, replace(command, vars={}, threads=None).argv()
             overrides = (dict(command.vars) if command.vars != self.vars else None,

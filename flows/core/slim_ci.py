@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal, Optional
 
-from prefect.logging import get_logger
-
 from blocks.environment import DbtEnvironment, EnvironmentConfigError, load_environment
 from blocks.local import local_paths
 from blocks.naming import checked_pr_number, is_pr_schema, pr_schema
 from blocks.profile import rendered_profile
 from flows.core.artifacts import failures_table, markdown_table
 from flows.core.data_diff import DataDiff, DiffTarget, diff_markdown, primary_key
-from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector
+from flows.core.dbt import BUILDABLE, TESTS, DbtProject, NodeResult, StepResult, fqn_selector, run_log
 from flows.core.layers import Graph
 from flows.core.version_manifest import MustParse, check_project_files
 from flows.core.run import project_folder
@@ -116,7 +114,7 @@ def _environment_parse(stack: ExitStack, env: DbtEnvironment, project_path: Path
     try:
         check_project_files(project_path)
     except MustParse as reason:
-        get_logger(__name__).info("The PR is parsed for its own schema: %s.", reason)
+        run_log(f"The PR is parsed for its own schema: {reason}.")
         return None
     profile = stack.enter_context(rendered_profile(env, project_path.resolve()))
     target = work / PARSE_TARGET

@@ -8,7 +8,7 @@ import json
 from flows.core.layers import ALL_LAYERS
 from flows.production import production_run
 from reliability.helpers import sql
-from test_production import FIXTURE_PROJECT, _land_fixture, _write_project
+from fixture_projects import FIXTURE_PROJECT, land_fixture, write_project
 
 # A mart that reads only stg_places: in "dag" mode it does not wait for stg_people's test.
 PROJECT = {**FIXTURE_PROJECT, "models/marts/fct_places.sql": "select count(*) as places from {{ ref('stg_places') }}"}
@@ -20,9 +20,9 @@ def _version_tables(home, version: str) -> set[str]:
 
 
 def test_dag_mode_tests_each_model_before_its_downstream_in_one_build(lakehouse_home, tmp_path):
-    project = _write_project(tmp_path / "fixture", PROJECT)
+    project = write_project(tmp_path / "fixture", PROJECT)
     warehouse = lakehouse_home / "warehouse.duckdb"
-    _land_fixture(warehouse, broken=True)
+    land_fixture(warehouse, broken=True)
     state = production_run(environment="local", project_dir=str(project), layer_mode="dag", fail_fast=False,
                            keep_failed_version=True, return_state=True)
     assert state.is_failed() and "not_null_stg_people_place_id" in state.message
@@ -40,7 +40,7 @@ def test_dag_mode_tests_each_model_before_its_downstream_in_one_build(lakehouse_
     assert not sql(lakehouse_home, "select table_name from information_schema.tables "
                                       "where table_schema = 'main' and table_name = 'fct_places'")  # live untouched
 
-    _land_fixture(warehouse, broken=False)
+    land_fixture(warehouse, broken=False)
     state = production_run(environment="local", project_dir=str(project), layer_mode="dag", return_state=True)
     assert state.is_completed(), state.message
     assert sql(lakehouse_home, "select people from main.fct_people") == [(2,)]

@@ -31,10 +31,11 @@ ui: install
 	$(PY) -m deployments.ui
 
 # One worker per core, each with its own Prefect server; a test file stays on one worker,
-# so a module's chain of runs keeps its order.
+# so a module's chain of runs keeps its order. Files are handed out in collection order, which
+# tests/conftest.py starts with the longest (HEAVIEST_FIRST), not xdist's most-tests-first.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # As root: the secrets, browser and bad-input tests as a throwaway unprivileged user, CI=true, none skipped.
 test-unprivileged:

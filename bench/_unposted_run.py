@@ -22,5 +22,6 @@ class _Unposted:
         pass
 
 
-progress.PrefectPoster = _Unposted  # type: ignore[misc, assignment]
-runpy.run_module("flows.production", run_name="__main__")
+if __name__ == "__main__":
+    progress.PrefectPoster = _Unposted  # type: ignore[misc, assignment]
+    runpy.run_module("flows.production", run_name="__main__")

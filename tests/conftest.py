@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,32 @@ sys.path.insert(0, str(BUNDLED_PROJECT / "landing"))
 sys.path.insert(0, str(REPO / "bench"))
 
 import _harness  # noqa: E402  (the local Prefect server the bench starts too)
+
+
+# The longest test files, longest first (`make test` prints its slowest tests). `make test` hands
+# files to its two workers in collection order, so these start first and the many short files
+# fill in at the end; in xdist's default order (most tests first) the soak, one test of three
+# minutes, started last and the other worker sat idle for two of them.
+HEAVIEST_FIRST = (
+    "tests/test_blue_green.py",
+    "tests/reliability/test_faults.py",
+    "tests/reliability/test_soak.py",
+    "tests/test_generated_project.py",
+    "tests/reliability/test_transient.py",
+    "tests/test_bench_harness.py",
+    "tests/test_automations.py",
+    "tests/reliability/test_bad_input.py",
+    "tests/test_gated_runs.py",
+    "tests/test_production.py",
+    "tests/test_dbt_invocation.py",
+    "tests/test_make_ui.py",
+    "tests/test_slim_ci.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: position for position, path in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -183,6 +210,36 @@ def module_home(tmp_path_factory, landed_template, prefect_server) -> Path:
     """$LAKEHOUSE_HOME with raw data landed, shared by one test module's chain of runs."""
     home = tmp_path_factory.mktemp("lakehouse-module")
     shutil.copy(landed_template, home / "warehouse.duckdb")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def published_template(tmp_path_factory, landed_template, prefect_server) -> Path:
+    """A $LAKEHOUSE_HOME after one full, published production run of the bundled project."""
+    from flows.production import production_run
+
+    home = tmp_path_factory.mktemp("published-template") / "home"
+    home.mkdir()
+    shutil.copy(landed_template, home / "warehouse.duckdb")
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAKEHOUSE_HOME", str(home))
+        state = production_run(environment="local", return_state=True)
+    assert state.is_completed(), state.message
+    record_timing("first full production run (session template)", f"{time.perf_counter() - started:.1f}s")
+    # A copy must not inherit a lock or a half-written run directory.
+    assert not (home / "state" / "local" / "publish.lock").exists()
+    return home
+
+
+@pytest.fixture(scope="module")
+def published_module_home(tmp_path_factory, published_template) -> Path:
+    """module_home after one full, published run: a copy of the session's template, so a module
+    whose chain of runs starts from a published live does not pay its own first run (~20 s)."""
+    home = tmp_path_factory.mktemp("lakehouse-published") / "home"
+    shutil.copytree(published_template, home, symlinks=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAKEHOUSE_HOME", str(home))
         yield home

@@ -27,8 +27,9 @@ from reliability.helpers import live_data, sql, view_targets
 
 
 @pytest.fixture(scope="module")
-def home(module_home):
-    return module_home
+def home(published_module_home):
+    """Published once (the session's template): the first of three_versions."""
+    return published_module_home
 
 
 def _live_data(home: Path) -> dict:
@@ -53,11 +54,10 @@ def _run(**parameters):
 
 @pytest.fixture(scope="module")
 def three_versions(home):
-    versions = []
-    for step in range(3):
-        if step:
-            _change_customer(home, f"changed-{step}@example.com")
-            land_new_data(home / "warehouse.duckdb", "orders", rows=25)
+    versions = [_live_id(home)]
+    for step in (1, 2):
+        _change_customer(home, f"changed-{step}@example.com")
+        land_new_data(home / "warehouse.duckdb", "orders", rows=25)
         state = _run()
         assert state.is_completed(), state.message
         versions.append(_live_id(home))

@@ -42,11 +42,10 @@ def _edit(path: Path, *replacements: tuple[str, str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def prod_home(module_home):
-    """One production run of the bundled project: live views, versioned schemas, saved state."""
-    state = production_run(environment="local", return_state=True)
-    assert state.is_completed(), state.message
-    return module_home
+def prod_home(published_module_home):
+    """After one production run of the bundled project (the session's template): live views,
+    versioned schemas, saved state."""
+    return published_module_home
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,15 @@ class StateStoreError(RunFailure):
     """The state store cannot be read or written as a run needs."""
 
 
+# Runs whose state (manifest, results, sources) stays under runs/ after a newer one is promoted.
+RUNS_KEPT = 10
+
+
 class StateStore:
-    def __init__(self, block: LocalFileSystem | RemoteFileSystem, environment: str, history: int = 10):
+    def __init__(self, block: LocalFileSystem | RemoteFileSystem, environment: str, history: Optional[int] = None):
         self.block = block
         self.environment = environment
-        self.history = history
+        self.history = RUNS_KEPT if history is None else history
 
     @classmethod
     def for_environment(cls, environment: DbtEnvironment) -> "StateStore":

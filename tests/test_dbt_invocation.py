@@ -25,6 +25,7 @@ from flows.core.progress import StepProgress
 from flows.core.command import SELECTED_TAG
 from flows.core.dbt import DbtCommandError, DbtProject, NodeResult, StepResult, _cancel_skips_closed_duckdb_connections
 from flows.core.results import with_reported_failures as _with_reported_failures
+from flows.core.selection import BUILDABLE, select_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -87,6 +88,61 @@ def test_a_command_of_exact_nodes_selects_exactly_them_with_one_term_and_leaves_
     result = project.run(project.command("test", nodes=unit_tests))
     assert {node.unique_id for node in result.nodes if node.resource_type != "operation"} == unit_tests  # not hooks
     assert _tagged_nodes(project) == []
+
+
+SELECTIONS = [  # (select, exclude): graph operators, methods, unions, intersections, state
+    (["path:models/staging"], None),
+    (["path:models/intermediate", "path:models/marts"], None),
+    (["source:*+"], ["path:models/marts"]),
+    (["stg_customers+", "+stg_customers"], None),
+    (["2+int_customers__incremental+1"], None),
+    (["@stg_customers"], None),
+    (["stg_customers*"], None),
+    (["config.materialized:incremental", "resource_type:snapshot"], None),
+    (["path:models/marts,config.materialized:table"], ["tag:no_such_tag"]),
+    (["tag:no_such_tag"], None),
+    (["state:modified+"], None),
+    (["state:modified"], ["source:*"]),
+    (["source_status:fresher+", "state:modified+"], None),
+]
+
+
+def test_selections_answered_in_process_are_what_dbt_ls_lists(project, tmp_path):
+    """list_ids answers in this process (selection.select_in_process); each answer must be what
+    `dbt ls` itself lists, state selectors (a changed model, older sources) included."""
+    import json
+    import shutil
+
+    project.parse()
+    state = tmp_path / "state"
+    shutil.copytree(project.as_state(), state, ignore=shutil.ignore_patterns("logs", "compiled", "run"))
+    assert project.run(["source", "freshness"]).sources is not None  # target/sources.json: the current one
+    sources = json.loads((project.target_path / "sources.json").read_text())
+    dated = [r for r in sources["results"] if r.get("max_loaded_at")]
+    assert dated, "the generated project dates some sources"
+    for r in dated[:1]:
+        r["max_loaded_at"] = "2000-01-01T00:00:00+00:00"
+    (state / "sources.json").write_text(json.dumps(sources))
+    model = project.project_dir / "models" / "staging" / "stg_customers.sql"
+    original = model.read_text()
+    model.write_text(original + "\n-- changed\n")
+    try:
+        project.parse()  # the project now differs from the state by one model
+        for select, exclude in SELECTIONS:
+            extra = ("--state", str(state)) if any(s.startswith(("state:", "source_status:")) for s in select) else ()
+            listed = project.listed_by_dbt_ls(select, exclude, BUILDABLE, extra)
+            in_process = select_in_process(project.manifest, project._parse_flags, project.project_dir,
+                                           project.target_path, select, exclude, BUILDABLE,
+                                           state if extra else None)
+            assert in_process is not None, (select, exclude)  # answered here, not left to `dbt ls`
+            assert in_process == listed == project.list_ids(select, exclude, BUILDABLE, extra), (
+                select, exclude, in_process ^ listed)
+        assert project.list_ids(["state:modified"], None, ("model",), ("--state", str(state))) == {
+            "model.bench.stg_customers"}
+    finally:
+        model.write_text(original)
+    with pytest.raises(DbtCommandError, match="invalid selection"):
+        project.list_ids(["nosuchmethod:x"], None, ("model",))
 
 
 def test_a_node_dbt_does_not_build_cannot_be_selected_and_a_failed_command_leaves_no_tag(project):

@@ -23,13 +23,14 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
+from dbt_common.exceptions import DbtBaseException
 
 from blocks.profile import RenderedProfile
 from flows.core.command import SELECTED_TAG, DbtCommand
 from flows.core.results import (FAILED_STATUSES, NodeResult, Rescue, StepResult, combined, compiled_path, node_result,
                                 rescued, with_reported_failures)
 from flows.core.selection import (BUILDABLE, EXECUTED, exact_selector, fqn_selector, resource_type_of,
-                                  unexecuted_types, TESTS)
+                                  select_in_process, TESTS)
 from flows.core.stop import dbt_invocation
 from flows.errors import RunFailure
 
@@ -47,7 +48,7 @@ NEEDS_NO_MANIFEST = {"deps", "clean", "debug"}
 # Re-exported: what callers of this module used to find here before it was split.
 __all__ = ["BUILDABLE", "EXECUTED", "FAILED_STATUSES", "DbtCommand", "DbtCommandError",
            "DbtProject", "NodeResult", "Rescue", "StepResult", "combined", "exact_selector", "fqn_selector", "rescued",
-           "resource_type_of", "unexecuted_types", "TESTS"]
+           "resource_type_of", "TESTS"]
 
 
 class DbtCommandError(RunFailure):
@@ -184,6 +185,7 @@ class DbtProject:
         self.threads = threads
         self.manifest = manifest
         self._manifest_written = False
+        self._parse_flags: Any = None  # dbt's flags of this project's parse: list_ids selects with them
 
     def __repr__(self) -> str:
         return f"DbtProject({str(self.project_dir)!r}, target={self.profile.target!r}, schema={self.profile.schema!r})"
@@ -229,12 +231,16 @@ class DbtProject:
             derived = self._moved_parse(self.schema_of)
             if derived is not None:
                 self.manifest, self._manifest_written = derived, False
+                self._parse_flags = self.schema_of._parse_flags  # the same project: the same flags
                 return derived
         result = _invoke(dbtRunner(), self._argv(["parse", "--no-write-json"]))
         if not result.success or result.result is None:
             raise DbtCommandError(f"dbt parse failed: {result.exception or 'see the dbt log above'}")
+        from dbt.flags import get_flags
+
         self.manifest = result.result
         self._manifest_written = False
+        self._parse_flags = get_flags()  # what this invocation set, until the next one replaces them
         return self.manifest
 
     def _moved_parse(self, other: "DbtProject") -> Optional[Manifest]:
@@ -349,7 +355,24 @@ class DbtProject:
 
     def list_ids(self, select: list[str] | None = None, exclude: list[str] | None = None,
                  resource_types: tuple[str, ...] = (), extra: Sequence[str] = ()) -> set[str]:
-        """unique_ids that a selection resolves to, through dbt's own selector grammar."""
+        """unique_ids that a selection resolves to, through dbt's own selector grammar: in this process
+        where that is exactly what `dbt ls` would list (selection.select_in_process), else `dbt ls`."""
+        state = list(extra)[1:] if len(extra) == 2 and extra[0] == "--state" else None
+        if self.manifest is not None and (state is not None or not extra):
+            try:
+                selected = select_in_process(self.manifest, self._parse_flags, self.project_dir, self.target_path,
+                                             select or (), exclude, resource_types, Path(state[0]) if state else None)
+            except DbtBaseException as error:  # dbt's own message for a selector it refuses
+                raise DbtCommandError(f"invalid selection (select={select}, exclude={exclude}): {error}") from error
+            except Exception:  # noqa: BLE001 - not the selector's fault: `dbt ls` answers, with its own errors
+                selected = None
+            if selected is not None:
+                return selected
+        return self.listed_by_dbt_ls(select, exclude, resource_types, extra)
+
+    def listed_by_dbt_ls(self, select: list[str] | None = None, exclude: list[str] | None = None,
+                         resource_types: tuple[str, ...] = (), extra: Sequence[str] = ()) -> set[str]:
+        """What `dbt ls` itself lists (list_ids without the in-process answer)."""
         # `--quiet` still prints every listed node; `--log-level none` keeps a 2,000-line
         # listing off stdout, which halved the time of an `ls` on a 2,000-node project.
         command = ["ls", "--output", "json", "--output-keys", "unique_id", "--log-level", "none"]

@@ -7,7 +7,6 @@ from .fakes import manifest, node
 
 from flows.core.dbt import (
     BUILDABLE, EXECUTED, NodeResult, StepResult, combined, exact_selector, fqn_selector, resource_type_of,
-    unexecuted_types,
 )
 
 
@@ -42,13 +41,6 @@ def test_only_nodes_dbt_builds_can_be_selected(unique_id):
     shop = manifest(nodes=[node("analysis.shop.adhoc")])
     with pytest.raises(ValueError, match="not a node dbt builds"):
         fqn_selector(shop, unique_id)
-
-
-def test_unexecuted_types_lists_only_what_the_project_defines():
-    assert unexecuted_types(manifest(nodes=[node("model.shop.a")])) == []
-    shop = manifest(nodes=[node("analysis.shop.x")], sources=[], exposures=["exposure.shop.dash"],
-                    semantic_models=["semantic_model.shop.orders"])
-    assert unexecuted_types(shop) == ["exposure", "semantic_model", "analysis"]
 
 
 def test_step_result_counts_and_failures():

@@ -23,7 +23,8 @@ from prefect.utilities.collections import visit_collection
 from blocks.profile import RenderedProfile
 from flows.core.progress import StepProgress
 from flows.core.command import SELECTED_TAG
-from flows.core.dbt import DbtCommandError, DbtProject, NodeResult, StepResult, _cancel_skips_closed_duckdb_connections
+from flows.core.dbt import DbtCommandError, DbtProject, NodeResult, StepResult
+from flows.core.invocation import _cancel_skips_closed_duckdb_connections
 from flows.core.results import with_reported_failures as _with_reported_failures
 from flows.core.selection import BUILDABLE, select_in_process
 

@@ -14,7 +14,6 @@ Plain classes are leaves to that walk.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -31,7 +30,7 @@ from flows.core.results import (FAILED_STATUSES, NodeResult, Rescue, StepResult,
                                 rescued, with_reported_failures)
 from flows.core.selection import (BUILDABLE, EXECUTED, exact_selector, fqn_selector, resource_type_of,
                                   select_in_process, TESTS)
-from flows.core.stop import dbt_invocation
+from flows.core.invocation import invoke
 from flows.errors import RunFailure
 
 # Commands that, left to themselves, rewrite manifest.json after running (dbt's GraphRunnableTask):
@@ -98,55 +97,6 @@ def run_log(message: str) -> None:
         get_run_logger().info(message)
     except MissingContextError:
         get_logger(__name__).info(message)
-
-
-def _invoke(runner: Any, argv: list[str]) -> Any:
-    if "dbt.adapters.duckdb" in sys.modules:  # loaded by the parse that precedes every command
-        _cancel_skips_closed_duckdb_connections()
-    with dbt_invocation():  # a step timeout or SIGTERM now cancels its queries (flows/core/stop.py)
-        try:
-            return runner.invoke(argv)
-        finally:
-            _close_embedded_database()
-
-
-def _cancel_skips_closed_duckdb_connections() -> None:
-    """Make dbt-duckdb's fail-fast cancel skip connections whose node already finished.
-
-    dbt-duckdb (1.11) interrupts every connection dbt still lists as open, including those
-    whose cursor its node already closed. That raises "Connection already closed!" inside
-    dbt's fail-fast handler, and dbt returns that error instead of the run's results (seen in
-    about 1 of 10 fail-fast stops with 4 threads). A closed connection has nothing to cancel.
-    """
-    import duckdb
-    from dbt.adapters.duckdb.environments.local import LocalEnvironment
-
-    cancel = LocalEnvironment.__dict__["cancel"].__func__
-    if getattr(cancel, "skips_closed", False):
-        return
-
-    def cancel_open_only(cls, connection: Any) -> None:
-        try:
-            cancel(cls, connection)
-        except duckdb.ConnectionException:
-            pass
-
-    cancel_open_only.skips_closed = True  # type: ignore[attr-defined]
-    LocalEnvironment.cancel = classmethod(cancel_open_only)  # type: ignore[method-assign, assignment]
-
-
-def _close_embedded_database() -> None:
-    """Close dbt-duckdb's DuckDB instance after every command, as the dbt CLI does when it exits.
-
-    dbt-duckdb >= 1.10 keeps it open between in-process invocations (`keep_open` defaults to
-    true): its buffer pool then grows with every step of a run, and the write-ahead log of the
-    whole run is checkpointed only at process exit. Measured on 2,000 nodes: +200 MB peak.
-    """
-    try:
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-    except ImportError:  # another adapter: nothing stays open between commands
-        return
-    DuckDBConnectionManager.close_all_connections()
 
 
 @contextmanager
@@ -233,7 +183,7 @@ class DbtProject:
                 self.manifest, self._manifest_written = derived, False
                 self._parse_flags = self.schema_of._parse_flags  # the same project: the same flags
                 return derived
-        result = _invoke(dbtRunner(), self._argv(["parse", "--no-write-json"]))
+        result = invoke(dbtRunner(), self._argv(["parse", "--no-write-json"]))
         if not result.success or result.result is None:
             raise DbtCommandError(f"dbt parse failed: {result.exception or 'see the dbt log above'}")
         from dbt.flags import get_flags
@@ -273,10 +223,10 @@ class DbtProject:
     def raw_invoke(self, command: list[str], callbacks: Sequence[Any] = (),
                    overrides: tuple[Optional[dict], Optional[int]] = (None, None)) -> Any:
         if command[0] in NEEDS_NO_MANIFEST:
-            return _invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command, *overrides))
+            return invoke(dbtRunner(callbacks=list(callbacks)), self._argv(command, *overrides))
         if self.manifest is None:
             self.parse()
-        return _invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command, *overrides))
+        return invoke(dbtRunner(manifest=self.manifest, callbacks=list(callbacks)), self._argv(command, *overrides))
 
     def command(self, verb: str, **fields: Any) -> DbtCommand:
         """A command of this project: its vars and threads unless `fields` say otherwise."""
@@ -349,7 +299,7 @@ class DbtProject:
         # a failed result, like the plain path; only dbt's own errors raise.
         runner = PrefectDbtRunner(manifest=self.manifest, settings=settings, raise_on_failure=False)
         try:
-            return _invoke(runner, self._argv(command))
+            return invoke(runner, self._argv(command))
         except ValueError as error:
             raise DbtCommandError(str(error)) from error
 

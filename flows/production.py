@@ -59,7 +59,7 @@ def _docs(run):
 def build_and_publish(run: ProductionRun, plan: Plan) -> list[Stage]:
     """The runbook once the gate has decided what to build: each stage runs once per flow run."""
     stages = [
-        Stage("source tests", steps.source_tests),
+        Stage("source tests", lambda run: steps.source_tests(run, plan)),
         # blue-green: record the version, clean up orphans, copy incremental models
         Stage("prepare version", lambda run: publishing.prepare_version(run, plan)),
         Stage("seeds", lambda run: steps.seeds(run, plan)),

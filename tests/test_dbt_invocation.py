@@ -276,3 +276,18 @@ def test_fail_fast_cancel_skips_duckdb_connections_already_closed():
         query.join(timeout=1)
     assert not query.is_alive(), "cancel did not interrupt an open connection's query"
     assert outcome and "interrupt" in str(outcome[0]).lower(), outcome
+
+
+def test_the_lean_graph_summary_is_dbt_s_own(project):
+    """invocation.graph_summary replaces dbt's Linker.get_graph_summary (graph_summary.json): same output."""
+    from dbt.compilation import Linker
+
+    from flows.core.invocation import _DBT_GRAPH_SUMMARY, graph_summary
+
+    manifest = project.parse()
+    assert Linker.get_graph_summary is graph_summary and _DBT_GRAPH_SUMMARY  # installed by the parse's invocation
+    linker = Linker()
+    linker.link_graph(manifest)
+    manifest.build_parent_and_child_maps()
+    linker.add_test_edges(manifest)
+    assert graph_summary(linker, manifest) == _DBT_GRAPH_SUMMARY[0](linker, manifest)

@@ -97,6 +97,13 @@ def test_landing_one_source_rebuilds_exactly_its_downstream(home, full_run):
                 frontier.append(child)
     expected = {u for u in downstream if u.split(".")[0] in {"model", "seed", "snapshot"}}
     assert rebuilt(home) == expected
+    # the source tests of what this run reads and of what landed; not those of untouched sources
+    source_tests = {u: set(n["depends_on"]["nodes"]) for u, n in manifest["nodes"].items()
+                    if n["resource_type"] == "test" and n["depends_on"]["nodes"]
+                    and all(p.startswith("source.") for p in n["depends_on"]["nodes"])}
+    tested = {r["unique_id"] for r in latest(home, "run_results.json")["results"] if r["unique_id"] in source_tests}
+    of_orders = {t for t, parents in source_tests.items() if "source.lakehouse.raw.orders" in parents}
+    assert of_orders and tested == of_orders, (tested, of_orders)
     assert sql(home, "select count(*) from main.fct_orders")[0][0] == 2010
     # per-relation pointers: exactly the rebuilt relations' live views moved to the new version;
     # every other live view still reads the version it read before

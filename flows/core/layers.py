@@ -13,7 +13,7 @@ Works on any stock project from its manifest alone:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Optional
 
 from dbt.contracts.graph.manifest import Manifest
 
@@ -47,6 +47,9 @@ class Plan:
     snapshots: set[str]
     layers: list[Stage]
     empty_layers: list[str]
+    # Sources whose tests the run runs (None: every source's). A gated run tests the sources it reads
+    # and those whose data is new; a source neither read nor changed passed its tests last time.
+    tested_sources: Optional[set[str]] = None
 
     @property
     def nodes(self) -> set[str]:
@@ -58,7 +61,8 @@ class Plan:
     def to_json(self) -> dict:
         """For the run's journal: a flow retry builds the plan of the first attempt, not a new one."""
         return {"seeds": sorted(self.seeds), "snapshots": sorted(self.snapshots), "empty": self.empty_layers,
-                "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in self.layers]}
+                "layers": [{"name": s.name, "nodes": sorted(s.nodes), "tests": sorted(s.tests)} for s in self.layers],
+                "tested_sources": None if self.tested_sources is None else sorted(self.tested_sources)}
 
     def in_one_build(self) -> "Plan":
         """The "dag" layer mode's plan: the layers' nodes and tests in one stage."""
@@ -66,12 +70,14 @@ class Plan:
             return self
         merged = Stage(ALL_LAYERS, set().union(*(s.nodes for s in self.layers)),
                        set().union(*(s.tests for s in self.layers)))
-        return Plan(self.seeds, self.snapshots, [merged], self.empty_layers)
+        return Plan(self.seeds, self.snapshots, [merged], self.empty_layers, self.tested_sources)
 
     @classmethod
     def from_json(cls, saved: dict) -> "Plan":
+        tested = saved.get("tested_sources")
         return cls(set(saved["seeds"]), set(saved["snapshots"]),
-                   [Stage(s["name"], set(s["nodes"]), set(s["tests"])) for s in saved["layers"]], saved["empty"])
+                   [Stage(s["name"], set(s["nodes"]), set(s["tests"])) for s in saved["layers"]], saved["empty"],
+                   None if tested is None else set(tested))
 
 
 class Graph:
@@ -96,6 +102,15 @@ class Graph:
 
     def of_type(self, *types: str) -> set[str]:
         return {u for u, t in self.resource_type.items() if t in types}
+
+    def sources_read_by(self, nodes: Iterable[str]) -> set[str]:
+        return {p for node in nodes for p in self.parents.get(node, ()) if self.resource_type.get(p) == "source"}
+
+    def source_tests(self) -> set[str]:
+        """Data tests on sources alone, except sources a seed of the project loads (those run with the
+        seed's layer, once it is loaded)."""
+        return {t for t in self.of_type("test") if self.parents[t]
+                and all(self.resource_type.get(p) == "source" and p not in self.loaded_by for p in self.parents[t])}
 
     def ancestors(self, start: Iterable[str]) -> set[str]:
         seen: set[str] = set()

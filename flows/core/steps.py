@@ -119,29 +119,31 @@ def plan_layers(run: ProductionRun, decision: GateDecision) -> Plan:
     candidates = set(decision.candidates)
     layers = [(layer.name, run.live.list_ids([layer.select], None, BUILDABLE) if candidates else set())
               for layer in run.options.layers]
-    plan = plan_stages(Graph(run.live.parsed_manifest), candidates, layers)
+    graph = Graph(run.live.parsed_manifest)
+    plan = plan_stages(graph, candidates, layers)
     if run.options.layer_mode == "dag":
         plan = plan.in_one_build()
+    if not decision.off_reason:  # gated: the sources read, and those fresher or changed since the last build
+        plan.tested_sources = graph.sources_read_by(plan.nodes) | decision.fresher | decision.changed
     for name in plan.empty_layers:
         get_run_logger().info("Layer %r has nothing to build: skipped.", name)
     run.report.empty_layers = plan.empty_layers
     return plan
 
 
-def source_tests(run: ProductionRun) -> StepResult:
-    """Tests of the sources, before anything reads them; those of sources that the project's own
-    seeds load run with the first layer instead, once the seeds are loaded (see layers.py)."""
-    manifest = run.live.parsed_manifest
-    graph = Graph(manifest)
-    has_tests = any(
-        all(graph.resource_type.get(p) == "source" and p not in graph.loaded_by for p in graph.parents[t])
-        and graph.parents[t]
-        for t in graph.of_type("test")
-    )
-    if not has_tests:
+def source_tests(run: ProductionRun, plan: Plan) -> StepResult:
+    """Tests of the sources, before anything reads them (tests of sources that the project's own seeds
+    load run with the first layer instead, once the seeds are loaded: see layers.py). A gated run
+    tests the sources it reads and those whose data is new (plan.tested_sources)."""
+    graph = Graph(run.live.parsed_manifest)
+    tests = graph.source_tests()
+    if not tests:
         return StepResult.skipped("source tests", "no tests on sources")
-    seeded = sorted(f"source:{manifest.sources[u].source_name}.{manifest.sources[u].name}" for u in graph.loaded_by)
-    return _checked("source tests", run.live.run(run.live.command("test", select=("source:*",), exclude=tuple(seeded))))
+    if plan.tested_sources is not None:
+        tests = {t for t in tests if plan.tested_sources & set(graph.parents[t])}
+        if not tests:
+            return StepResult.skipped("source tests", "no source this run reads or found changed has tests")
+    return _checked("source tests", run.live.run(run.live.command("test", **_exactly(tests))))
 
 
 def _exactly(ids: set[str]) -> dict[str, Any]:
@@ -150,8 +152,9 @@ def _exactly(ids: set[str]) -> dict[str, Any]:
 
 
 def _deferral(run: ProductionRun) -> dict[str, Any]:
-    # Nodes this run does not build (snapshots, gated-out models) resolve to live.
-    return {"defer": True, "defer_state": str(run.live.as_state())} if run.blue_green else {}
+    # Nodes this run does not build (snapshots, gated-out models) resolve to live, read from the
+    # live parse this process holds rather than a manifest.json written and read back per command.
+    return {"defer": True, "defer_state": str(run.live.memory_state())} if run.blue_green else {}
 
 
 BACKOFF_SECONDS = 2.0  # before the first in-step `dbt retry`; doubled before each next one

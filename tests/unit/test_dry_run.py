@@ -60,3 +60,5 @@ def test_a_plan_survives_the_journal():
     shop = _manifest()
     plan = _plan(shop, {STG_ORDERS, STG_PEOPLE, MART})
     assert Plan.from_json(plan.to_json()) == plan
+    plan.tested_sources = {"source.shop.raw.orders"}  # a gated run's
+    assert Plan.from_json(plan.to_json()) == plan

@@ -192,10 +192,13 @@ def gate_selectors(manifest: Manifest, rebuild: Iterable[str]) -> list[str]:
     selectors = ["state:modified+"]
     if sources_with_freshness(manifest):
         selectors.insert(0, "source_status:fresher+")
-    for unique_id in sorted(rebuild):
-        source = manifest.sources[unique_id]
-        selectors.append(f"source:{source.source_name}.{source.name}+")
-    return selectors
+    return selectors + downstream_of_sources(manifest, rebuild)
+
+
+def downstream_of_sources(manifest: Manifest, unique_ids: Iterable[str]) -> list[str]:
+    """One `source:<source>.<table>+` selector per source of `unique_ids` the manifest has."""
+    sources = [manifest.sources[u] for u in sorted(unique_ids) if u in manifest.sources]
+    return [f"source:{s.source_name}.{s.name}+" for s in sources]
 
 
 def parse_fingerprint(manifest: Manifest) -> str:
@@ -271,8 +274,8 @@ def decide_gate(run: "ProductionRun", selection: set[str], list_modified: bool =
     if same_code and fresher is not None:
         # Same parse fingerprint: state:modified matches nothing, so the previous manifest (~2 s to
         # load at 2,000 nodes) is not needed; what is downstream of the sources is the answer.
-        sources = [manifest.sources[u] for u in sorted(fresher | rebuild) if u in manifest.sources]
-        gated = run.live.list_ids([f"source:{s.source_name}.{s.name}+" for s in sources], None, BUILDABLE)
+        selectors = downstream_of_sources(manifest, fresher | rebuild)
+        gated = run.live.list_ids(selectors, None, BUILDABLE) if selectors else set()  # no --select lists all
         modified: Optional[frozenset[str]] = frozenset() if list_modified else None
     else:
         state_dir = run.run_dir / "previous-state"

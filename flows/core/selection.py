@@ -51,18 +51,18 @@ def select_in_process(manifest: Manifest, flags: Any, project_dir: Path, target_
         return None
     from dbt.contracts.state import PreviousState
     from dbt.flags import get_flags, set_flags
-
-    from flows.core import memory_state
     from dbt.graph import ResourceTypeSelector, parse_difference
     from dbt.node_types import NodeType
     from dbt_common.events.contextvars import task_contextvars
+
+    from flows.core import memory_state
 
     before = get_flags()
     set_flags(flags)
     try:
         with task_contextvars(project_root=str(project_dir)):  # where `path:` selectors start
             spec = parse_difference(list(select), list(exclude) if exclude else None)
-            memory_state.install()  # the command that follows reads the same state's manifest from here
+            memory_state.install()  # so the command that follows reuses the manifest read here
             state = PreviousState(state_dir, target_path, project_dir) if state_dir is not None else None
             selector = ResourceTypeSelector(_graph_of(manifest), manifest, state,
                                             [NodeType(kind) for kind in resource_types], include_empty_nodes=True)

@@ -268,20 +268,43 @@ def dbt_sequence(layer_selectors=DEFAULT_LAYER_SELECTORS) -> list[list[str]]:
 DBT_FIRST_LINE = rb"(\d\d):(\d\d):(\d\d\.\d+) \[info \] \[[^\]]*\]: Running with dbt="
 DBT_FIRST_NODE = rb"(\d\d):(\d\d):(\d\d\.\d+) \[info \] \[[^\]]*\]: \d+ of \d+ START "
 PREFECT_FLOW_BEGIN = rb"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO +\| Flow run .* - Beginning flow run"
+# Prefect:    "20:05:40.456 | INFO    | Task run 'build staging-e97' - Finished in state Completed()"
+PREFECT_TASK_FINISHED = rb"^(\d\d):(\d\d):(\d\d\.\d+) \| INFO +\| Task run '(.+)-[0-9a-f]+' - Finished in state"
 
 
-def first_log_time(log: Path, pattern: bytes, not_before: float) -> Optional[float]:
-    """Epoch seconds of the first line of `log` matching `pattern` (groups: hh, mm, ss.ffff) at or
-    after `not_before` (epoch). Lines carry the local time of day only; `not_before` gives the day,
-    and earlier lines (a log that accumulates over several runs) are skipped.
-    """
+def log_times(log: Path, pattern: bytes, not_before: float) -> list[tuple[float, str]]:
+    """(epoch seconds, group 4 or "") of every line of `log` matching `pattern` (groups: hh, mm,
+    ss.ffff[, a label]) at or after `not_before` (epoch), in order. Lines carry the local time of
+    day only; `not_before` gives the day, and earlier lines (a log that accumulates) are skipped."""
     if not log.exists():
-        return None
+        return []
     day = datetime.fromtimestamp(not_before).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    found = []
     for match in re.finditer(pattern, log.read_bytes(), re.MULTILINE):
         moment = day + int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3])
         if moment < not_before - 43200:
             moment += 86400  # the run crossed midnight
         if moment >= not_before - 0.5:  # log times have ms precision; launch time is taken just before
-            return moment
-    return None
+            found.append((moment, match[4].decode(errors="replace") if match.re.groups >= 4 else ""))
+    return found
+
+
+def stage_seconds(log: Path, launched: float, exited: float) -> list[tuple[str, float]]:
+    """Where a flow run's wall time went, from its Prefect log: launch → flow run begins, each task
+    run (from the previous one's end to its own, so the gaps between stages count too), and the
+    last task's end → process exit."""
+    begins = first_log_time(log, PREFECT_FLOW_BEGIN, launched)
+    if begins is None:
+        return []
+    stages, mark = [("start-up: Python, imports, the flow run", begins - launched)], begins
+    for moment, name in log_times(log, PREFECT_TASK_FINISHED, begins):
+        stages.append((name, moment - mark))
+        mark = moment
+    stages.append(("flow end and process exit", exited - mark))
+    return stages
+
+
+def first_log_time(log: Path, pattern: bytes, not_before: float) -> Optional[float]:
+    """Epoch seconds of the first line of `log` matching `pattern` at or after `not_before` (see log_times)."""
+    found = log_times(log, pattern, not_before)
+    return found[0][0] if found else None

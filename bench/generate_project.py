@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its two halves, also
 from project_data import SOURCE_NAME, land, land_fresher  # noqa: E402
 import project_extras as extras  # noqa: E402
 from project_templates import (  # noqa: E402
-    DBT_PROJECT, PROFILE_NAME, SEED_NAME, aggregate_sql, enrich_sql, models_yaml, seed_files, snapshot_yaml,
+    DBT_PROJECT, FRESHNESS_EVERY, PROFILE_NAME, SEED_NAME, aggregate_sql, enrich_sql, models_yaml, seed_files, snapshot_yaml,
     staging_sql, staging_yaml,
 )
 
@@ -233,6 +233,7 @@ def generate_project(n_nodes: int, out: Path, warehouse: Path | None = None) -> 
         "project_dir": str(out),
         "warehouse": str(warehouse),
         "sources": list(tables),
+        "dated_sources": [t for i, t in enumerate(tables) if i % FRESHNESS_EVERY == 0],  # loaded_at_field
         "profile_name": PROFILE_NAME,
     }
 

@@ -56,6 +56,7 @@ class Sample:
     load: str
     ok: bool
     startup: dict[str, Optional[float]] = field(default_factory=dict)
+    stages: list[tuple[str, float]] = field(default_factory=list)  # flow variants: where the wall time went
 
 
 def _count_results(path: Path) -> int:
@@ -140,7 +141,8 @@ class OverheadBench:
         nodes = _count_results(merged[0]) if merged else 0
         dbt_log = home / "work" / "local" / "target" / "logs" / "dbt.log"
         return Sample(variant, round_, measured.seconds, measured.peak_rss, nodes, load, measured.returncode == 0,
-                      self._startup(measured.started_at, dbt_log, log))
+                      self._startup(measured.started_at, dbt_log, log),
+                      h.stage_seconds(log, measured.started_at, measured.started_at + measured.seconds))
 
     def dag(self, round_: int) -> Sample:
         return self.ours(round_, "dag", extra=("--layer-mode", "dag"))
@@ -161,6 +163,16 @@ class OverheadBench:
         nodes = int(counted[-1].split(": ")[1]) if counted else 0
         return Sample("runner", round_, measured.seconds, measured.peak_rss, nodes, load, measured.returncode == 0,
                       self._startup(measured.started_at, target / "logs" / "dbt.log", log))
+
+
+def _stage_table(flows: list[Sample]) -> str:
+    names: list[str] = []
+    for sample in flows:
+        names += [name for name, _ in sample.stages if name not in names]
+    names.sort(key=lambda name: name == "flow end and process exit")  # stable: the exit row last
+    rows = [[name, *(_report.seconds(dict(sample.stages).get(name)) for sample in flows)] for name in names]
+    rows.append(["**wall**", *(f"**{_report.seconds(sample.seconds)}**" for sample in flows)])
+    return _report.table(["stage", *(f"{sample.variant} (s)" for sample in flows)], rows)
 
 
 def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namespace, loads: tuple[str, str]) -> str:
@@ -189,6 +201,7 @@ def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namesp
     startup_table = _report.table(
         ["variant", "round", "launch → flow run begins", "flow begins → first dbt line",
          "flow begins → first node", "launch → first node"], startup_rows)
+    stage_table = _stage_table([s for s in samples if s.round == 1 and s.stages])
     counts = bench.summary["nodes"]
     order = " / ".join(by_variant)
     command = f"python bench/overhead.py --nodes {args.nodes} --rounds {args.rounds}" + (
@@ -212,6 +225,12 @@ Startup (seconds; each round's target dir is empty, so "first node" includes a f
 variant; plain has no flow, its first dbt line and node come from `dbt source freshness`):
 
 {startup_table}
+
+Where each flow variant's wall time went, round 1 (from its Prefect log: each stage counts from the
+previous stage's end, so the gaps between stages are in it; for `single`, the startup table's
+launch → first node is its imports and full parse, and the rest of its wall is the build):
+
+{stage_table}
 
 Reproduce (from the repo root, with the project's virtualenv):
 

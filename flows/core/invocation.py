@@ -4,11 +4,19 @@ and `--state` manifests read once per process (flows/core/memory_state.py)."""
 
 from __future__ import annotations
 
+import gc
 import sys
-from typing import Any
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from flows.core import memory_state
 from flows.core.stop import dbt_invocation
+
+
+FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one during a dbt command (CPython: 10)
+_FROZEN_LOCK = threading.Lock()
+_frozen: list = []  # [the thresholds to restore, then one entry per command running]
 
 
 def invoke(runner: Any, argv: list[str]) -> Any:
@@ -17,11 +25,42 @@ def invoke(runner: Any, argv: list[str]) -> Any:
         _cancel_skips_closed_duckdb_connections()
     memory_state.install()  # a --state manifest is read once per process, not once per command
     _lean_graph_summary()
-    with dbt_invocation():  # a step timeout or SIGTERM now cancels its queries (flows/core/stop.py)
+    with dbt_invocation(), _heap_frozen():  # a step timeout or SIGTERM now cancels its queries (flows/core/stop.py)
         try:
             return runner.invoke(argv)
         finally:
             _close_embedded_database()
+
+
+@contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """During a dbt command, keep what was alive before it (the parsed manifests: millions of
+    objects at 2,000 nodes) out of the cyclic garbage collector, and collect the oldest generation
+    10× less often.
+
+    Every full collection traverses the whole heap, and a build triggers dozens: at 2,000 nodes
+    (`--layer-mode dag`, measured with gc.callbacks) the collector took 22.4 s of a 198 s run, 12.8 s
+    of it in 25 full collections. The dbt CLI holds one manifest; a run here holds live's, the
+    version's and a previous state's. Frozen, and with full collections every 100 middle ones
+    instead of 10: 13.4 s in all, 5.6 s in full collections. Unfrozen afterwards (freeze and unfreeze
+    splice lists, O(1)) once no command runs, so whatever of it became garbage is still collected,
+    and the thresholds are restored: nothing outlives the commands.
+    """
+    with _FROZEN_LOCK:  # commands may overlap in threads: the first in sets, the last out restores
+        if not _frozen:
+            _frozen.append(gc.get_threshold())
+            young, middle, _ = _frozen[0]
+            gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+        _frozen.append(None)
+        gc.freeze()
+    try:
+        yield
+    finally:
+        with _FROZEN_LOCK:
+            _frozen.pop()
+            if len(_frozen) == 1:
+                gc.unfreeze()
+                gc.set_threshold(*_frozen.pop())
 
 
 def _cancel_skips_closed_duckdb_connections() -> None:

@@ -282,7 +282,9 @@ def docs(run: ProductionRun) -> StepResult:
     # project again (20 s of a 25 s docs step at 2,000 nodes). Nodes a gated run did not rebuild
     # show their source SQL.
     run.build.as_state(rewrite=True)
-    return _checked("docs", run.build.run(run.build.command("docs generate", extra=("--static", "--no-compile"),
+    # A blue-green run makes the static page itself, with live names (publishing.show_live_names_in_docs).
+    static = () if run.blue_green else ("--static",)
+    return _checked("docs", run.build.run(run.build.command("docs generate", extra=(*static, "--no-compile"),
                                                             **_deferral(run))))
 
 

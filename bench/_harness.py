@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+import _report  # noqa: E402
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_SECONDS = 0.05
 
@@ -300,7 +302,7 @@ def stage_seconds(log: Path, launched: float, exited: float) -> list[tuple[str, 
     for moment, name in log_times(log, PREFECT_TASK_FINISHED, begins):
         stages.append((name, moment - mark))
         mark = moment
-    stages.append(("flow end and process exit", exited - mark))
+    stages.append((_report.EXIT_STAGE, exited - mark))
     return stages
 
 

@@ -12,6 +12,20 @@ by the run that produced it. Notes and analysis are at the end of the file.
 """
 
 
+EXIT_STAGE = "flow end and process exit"  # the last row of a flow run's stages (_harness.stage_seconds)
+
+
+def stage_table(columns: list[tuple[str, list[tuple[str, float]], float]]) -> str:
+    """Stages as rows, one column per run: (title, [(stage, seconds)], wall seconds)."""
+    names: list[str] = []
+    for _, stages, _ in columns:
+        names += [name for name, _ in stages if name not in names]
+    names.sort(key=lambda name: name == EXIT_STAGE)  # stable: the exit row last
+    rows: list[list[object]] = [[name, *(seconds(dict(stages).get(name)) for _, stages, _ in columns)] for name in names]
+    rows.append(["**wall**", *(f"**{seconds(wall)}**" for _, _, wall in columns)])
+    return table(["stage", *(f"{title} (s)" for title, _, _ in columns)], rows)
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

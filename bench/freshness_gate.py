@@ -117,14 +117,8 @@ def _markdown(runs: list[GateRun], summary: dict, source: str, reach: tuple[set[
     table = _report.table(["mode", "run", "wall (s)", "÷ full", "peak RSS (MiB)", "nodes run",
                            "run outside the source's downstream (hooks aside)", "flow begins → first node (s)", "1-min load",
                            "outcome"], rows)
-    partial = [run for run in runs if run.name != "full" and run.stages]
-    names: list[str] = []
-    for run in partial:
-        names += [name for name, _ in run.stages if name not in names]
-    names.sort(key=lambda name: name == "flow end and process exit")  # stable: the exit row last
-    stage_rows = [[name, *(_report.seconds(dict(run.stages).get(name)) for run in partial)] for name in names]
-    stage_rows.append(["**wall**", *(f"**{_report.seconds(run.seconds)}**" for run in partial)])
-    stage_table = _report.table(["stage", *(f"{run.mode}, {run.name} (s)" for run in partial)], stage_rows)
+    stage_table = _report.stage_table([(f"{run.mode}, {run.name}", list(run.stages), run.seconds)
+                                       for run in runs if run.name != "full" and run.stages])
     command = f"python bench/freshness_gate.py --nodes {args.nodes} --modes {args.modes}" + (
         f" --source {args.source}" if args.source else "")
     counts = summary["nodes"]

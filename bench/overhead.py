@@ -165,16 +165,6 @@ class OverheadBench:
                       self._startup(measured.started_at, target / "logs" / "dbt.log", log))
 
 
-def _stage_table(flows: list[Sample]) -> str:
-    names: list[str] = []
-    for sample in flows:
-        names += [name for name, _ in sample.stages if name not in names]
-    names.sort(key=lambda name: name == "flow end and process exit")  # stable: the exit row last
-    rows = [[name, *(_report.seconds(dict(sample.stages).get(name)) for sample in flows)] for name in names]
-    rows.append(["**wall**", *(f"**{_report.seconds(sample.seconds)}**" for sample in flows)])
-    return _report.table(["stage", *(f"{sample.variant} (s)" for sample in flows)], rows)
-
-
 def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namespace, loads: tuple[str, str]) -> str:
     by_variant = {v: [s for s in samples if s.variant == v] for v in VARIANTS if any(s.variant == v for s in samples)}
     plain_wall = mean(s.seconds for s in by_variant["plain"])
@@ -201,7 +191,7 @@ def _markdown(bench: OverheadBench, samples: list[Sample], args: argparse.Namesp
     startup_table = _report.table(
         ["variant", "round", "launch → flow run begins", "flow begins → first dbt line",
          "flow begins → first node", "launch → first node"], startup_rows)
-    stage_table = _stage_table([s for s in samples if s.round == 1 and s.stages])
+    stage_table = _report.stage_table([(s.variant, s.stages, s.seconds) for s in samples if s.round == 1 and s.stages])
     counts = bench.summary["nodes"]
     order = " / ".join(by_variant)
     command = f"python bench/overhead.py --nodes {args.nodes} --rounds {args.rounds}" + (

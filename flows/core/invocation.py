@@ -16,7 +16,8 @@ from flows.core.stop import dbt_invocation
 
 FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one during a dbt command (CPython: 10)
 _FROZEN_LOCK = threading.Lock()
-_frozen: list = []  # [the thresholds to restore, then one entry per command running]
+_commands_running = 0
+_thresholds_found = gc.get_threshold()  # by the first of the commands running, restored by the last
 
 
 def invoke(runner: Any, argv: list[str]) -> Any:
@@ -46,21 +47,21 @@ def _heap_frozen() -> Iterator[None]:
     splice lists, O(1)) once no command runs, so whatever of it became garbage is still collected,
     and the thresholds are restored: nothing outlives the commands.
     """
+    global _commands_running, _thresholds_found
     with _FROZEN_LOCK:  # commands may overlap in threads: the first in sets, the last out restores
-        if not _frozen:
-            _frozen.append(gc.get_threshold())
-            young, middle, _ = _frozen[0]
+        if not _commands_running:
+            _thresholds_found = young, middle, _ = gc.get_threshold()
             gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
-        _frozen.append(None)
+        _commands_running += 1
         gc.freeze()
     try:
         yield
     finally:
         with _FROZEN_LOCK:
-            _frozen.pop()
-            if len(_frozen) == 1:
+            _commands_running -= 1
+            if not _commands_running:
                 gc.unfreeze()
-                gc.set_threshold(*_frozen.pop())
+                gc.set_threshold(*_thresholds_found)
 
 
 def _cancel_skips_closed_duckdb_connections() -> None:

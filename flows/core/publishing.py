@@ -104,8 +104,8 @@ def show_live_names_in_docs(run: ProductionRun) -> None:
     A blue-green build documents its versioned tables (`main__v…_finance.fct_revenue`), a name that
     disappears at the next prune: readers would copy it into their queries. The static page is made
     here (the docs step leaves `--static` out), as `dbt docs generate --static` makes it, from the
-    manifest and catalog with this version's schemas named as live (`main_finance`; every published relation is a live view there,
-    and snapshots live there too). `index.html` needs a manifest.json next to it, which the kept
+    manifest and catalog with this version's schemas named as live (`main_finance`; every published
+    relation is a live view there, and snapshots live there too). `index.html` needs a manifest.json next to it, which the kept
     site does not have: it is not kept.
     """
     from dbt.task.docs import DOCS_INDEX_FILE_PATH
